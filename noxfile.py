@@ -1,0 +1,102 @@
+"""Sessions: `nox -s tests` (everything), per-backend runs, `core` (no framework installed), lint, demo, peers."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "peers", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+CONSTRAINTS = ("-c", "constraints.txt")
+FRAMEWORK_MODULES = ("torch", "tensorflow", "jax", "flax", "keras")
+# Peers whose pins clash with ours (numpy, tokenizers, huggingface-hub) get their own environment.
+PEER_PACKAGES = ("transformers==4.57.*", "tiktoken", "more-itertools", "tqdm", "numba", "numpy<2.4", "soundfile", "pytest")
+
+
+def _install_torch_first(session: nox.Session) -> None:
+    # The CPU build of torch must be installed before anything that depends on torch, or pip picks a CUDA build.
+    session.install("torch==2.13.0")
+
+
+def _pytest(session: nox.Session, *paths: str) -> None:
+    session.run("pytest", "-q", "-ra", *paths, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole suite with every backend installed."""
+    _install_torch_first(session)
+    session.install(*CONSTRAINTS, "-e", ".[all,test]")
+    _pytest(session, "tests", "--ignore=tests/peers")
+
+
+def _backend_session(session: nox.Session, extra: str) -> None:
+    """One framework installed: its tests run, the other backends' tests report themselves skipped."""
+    if extra == "torch":
+        _install_torch_first(session)
+    session.install(*CONSTRAINTS, "-e", f".[{extra},test]")
+    _pytest(session, "tests", "--ignore=tests/peers")
+
+
+@nox.session(python=PYTHON, name="tests-pt")
+def tests_pt(session: nox.Session) -> None:
+    _backend_session(session, "torch")
+
+
+@nox.session(python=PYTHON, name="tests-tf")
+def tests_tf(session: nox.Session) -> None:
+    _backend_session(session, "tf-cpu")
+
+
+@nox.session(python=PYTHON, name="tests-flax")
+def tests_flax(session: nox.Session) -> None:
+    _backend_session(session, "flax")
+
+
+@nox.session(python=PYTHON)
+def core(session: nox.Session) -> None:
+    """Core tests in an environment where no framework is installed at all."""
+    session.install(*CONSTRAINTS, "-e", ".[test]")
+    probe = "import importlib.util as u, sys; found = [m for m in sys.argv[1:] if u.find_spec(m)]; sys.exit(f'frameworks installed: {found}' if found else 0)"
+    session.run("python", "-c", probe, *FRAMEWORK_MODULES)
+    _pytest(session, "tests", "--ignore=tests/peers")
+
+
+@nox.session(python=PYTHON)
+def peers(session: nox.Session) -> None:
+    """Compatibility tests against Transformers 4.57 and openai-whisper, in their own environment."""
+    _install_peer_environment(session)
+    _pytest(session, "tests/peers")
+
+
+def _install_peer_environment(session: nox.Session) -> None:
+    _install_torch_first(session)
+    session.install(*PEER_PACKAGES)
+    # openai-whisper's triton dependency crashes processes that also load TensorFlow; it is not needed on the CPU.
+    session.install("--no-deps", "openai-whisper==20250625")
+    session.install("--no-deps", "-e", ".")
+
+
+@nox.session(python=PYTHON)
+def fixtures(session: nox.Session) -> None:
+    """Regenerate the reference files under tests/fixtures from the peer libraries."""
+    _install_peer_environment(session)
+    for script in sorted(session.posargs or ()):
+        session.run("python", script)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install(*CONSTRAINTS, "ruff", "mypy", "numpy", "tokenizers", "safetensors")
+    session.run("ruff", "check", "src", "tests", "conformance", "benchmarks", "scripts", "noxfile.py")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The README's main job on the embedded tiny.en model."""
+    _install_torch_first(session)
+    session.install(*CONSTRAINTS, "-e", ".[all]")
+    session.run("whisper-multi", "--help")
+    session.run("whisper-multi", "config", "--preset", "tiny.en", "--check")
