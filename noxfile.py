@@ -11,7 +11,16 @@ PYTHON = "3.11"
 CONSTRAINTS = ("-c", "constraints.txt")
 FRAMEWORK_MODULES = ("torch", "tensorflow", "jax", "flax", "keras")
 # Peers whose pins clash with ours (numpy, tokenizers, huggingface-hub) get their own environment.
-PEER_PACKAGES = ("transformers==4.57.*", "tiktoken", "more-itertools", "tqdm", "numba", "numpy<2.4", "soundfile", "pytest")
+PEER_PACKAGES = (
+    "transformers==4.57.*",
+    "tiktoken",
+    "more-itertools",
+    "tqdm",
+    "numba",
+    "numpy<2.4",
+    "soundfile",
+    "pytest",
+)
 
 
 def _install_torch_first(session: nox.Session) -> None:

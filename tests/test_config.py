@@ -29,7 +29,14 @@ PUBLISHED = {
 }
 # Parameter counts of the published checkpoints as their model cards state them (millions, one decimal;
 # openai-whisper's README rounds the same models up to 39 M, 74 M, 244 M, 769 M, 1550 M).
-PUBLISHED_PARAMS_M = {"tiny": 37.8, "base": 72.6, "small": 241.7, "medium": 763.9, "large-v3": 1543.5, "large-v3-turbo": 808.9}
+PUBLISHED_PARAMS_M = {
+    "tiny": 37.8,
+    "base": 72.6,
+    "small": 241.7,
+    "medium": 763.9,
+    "large-v3": 1543.5,
+    "large-v3-turbo": 808.9,
+}
 
 
 def count_parameters(config: WhisperConfig) -> int:

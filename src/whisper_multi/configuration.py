@@ -10,7 +10,7 @@ import copy
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import ConfigError
 from .special_tokens import special_tokens_for_vocab
@@ -58,7 +58,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ConfigError(f"{path} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}") from error
+        raise ConfigError(
+            f"{path} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
+        ) from error
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object, found {type(data).__name__}")
     return data
@@ -86,8 +88,12 @@ def _atomic_write_text(path: Path, text: str) -> None:
 class _JsonConfig:
     """Shared machinery: attributes from a dict of known fields plus kept unknown keys."""
 
-    _file_name = CONFIG_NAME
-    _defaults: dict[str, Any] = {}
+    _file_name: ClassVar[str] = CONFIG_NAME
+    _defaults: ClassVar[dict[str, Any]] = {}
+
+    if TYPE_CHECKING:  # fields are set from _defaults at run time; tell the type checker they exist
+
+        def __getattr__(self, name: str) -> Any: ...
 
     def __init__(self, **kwargs: Any) -> None:
         for key, default in self._defaults.items():
@@ -154,7 +160,7 @@ class WhisperConfig(_JsonConfig):
     """
 
     model_type = "whisper"
-    _defaults: dict[str, Any] = {
+    _defaults: ClassVar[dict[str, Any]] = {
         "vocab_size": 51865,
         "num_mel_bins": 80,
         "encoder_layers": 4,
@@ -200,6 +206,10 @@ class WhisperConfig(_JsonConfig):
         "id2label": None,
         "label2id": None,
     }
+
+    num_hidden_layers: int
+    id2label: Any  # dict[int, str] once __init__ has run
+    label2id: Any  # dict[str, int] once __init__ has run
 
     def __init__(self, **kwargs: Any) -> None:
         num_labels = kwargs.pop("num_labels", None)
@@ -335,8 +345,8 @@ class WhisperGenerationConfig(_JsonConfig):
     Reads and writes Transformers' ``generation_config.json``.
     """
 
-    _file_name = GENERATION_CONFIG_NAME
-    _defaults: dict[str, Any] = {
+    _file_name: ClassVar[str] = GENERATION_CONFIG_NAME
+    _defaults: ClassVar[dict[str, Any]] = {
         "decoder_start_token_id": 50258,
         "bos_token_id": 50257,
         "eos_token_id": 50257,

@@ -116,7 +116,11 @@ def special_tokens_for_vocab(vocab_size: int) -> SpecialTokens:
 
     51864: English-only models (tiny.en ... medium.en); 51865: multilingual v1/v2; 51866: large-v3 (100 languages).
     """
-    layouts = {51864: (ENGLISH_BASE_VOCAB, 99), 51865: (MULTILINGUAL_BASE_VOCAB, 99), 51866: (MULTILINGUAL_BASE_VOCAB, 100)}
+    layouts = {
+        51864: (ENGLISH_BASE_VOCAB, 99),
+        51865: (MULTILINGUAL_BASE_VOCAB, 99),
+        51866: (MULTILINGUAL_BASE_VOCAB, 100),
+    }
     if vocab_size not in layouts:
         known = ", ".join(str(size) for size in layouts)
         raise TokenizerError(f"vocab_size {vocab_size} is not a Whisper vocabulary; expected one of {known}")
@@ -155,7 +159,11 @@ def normalize_language(language: str) -> str:
 
     candidates = list(LANGUAGES) + list(by_name) + list(LANGUAGE_ALIASES)
     close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; see whisper_multi.special_tokens.LANGUAGES"
+    hint = (
+        f"; did you mean {', '.join(repr(c) for c in close)}?"
+        if close
+        else "; see whisper_multi.special_tokens.LANGUAGES"
+    )
     raise TokenizerError(f"unknown language {language!r}{hint}")
 
 
