@@ -91,7 +91,9 @@ def _install_peer_environment(session: nox.Session) -> None:
 def fixtures(session: nox.Session) -> None:
     """Regenerate the reference files under tests/fixtures from the peer libraries."""
     _install_peer_environment(session)
-    for script in sorted(session.posargs or ()):
+    import glob
+
+    for script in session.posargs or sorted(glob.glob("scripts/make_*_fixtures.py")):
         session.run("python", script)
 
 
