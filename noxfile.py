@@ -13,6 +13,12 @@ FRAMEWORK_MODULES = ("torch", "tensorflow", "jax", "flax", "keras")
 # Peers whose pins clash with ours (numpy, tokenizers, huggingface-hub) get their own environment.
 PEER_PACKAGES = (
     "transformers==4.57.*",
+    # Transformers 4.57's TF and Flax classes need these older releases.
+    "tensorflow-cpu==2.20.*",
+    "tf-keras==2.20.*",
+    "jax==0.5.*",
+    "jaxlib==0.5.*",
+    "flax==0.10.*",
     "tiktoken",
     "more-itertools",
     "tqdm",
