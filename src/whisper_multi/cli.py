@@ -34,6 +34,59 @@ def _config_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_command(args: argparse.Namespace) -> int:
+    """Convert a checkpoint (or an installed model package) to another format."""
+    from .weights.convert import convert
+
+    if args.from_package is None and args.source is None:
+        raise SystemExit("whisper-multi convert: error: give SRC and DST, or --from-package NAME and DST")
+    if args.from_package is not None and args.source is not None:
+        raise SystemExit("whisper-multi convert: error: give either SRC or --from-package, not both")
+    written = convert(
+        args.source,
+        args.destination,
+        args.to,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        package=args.from_package,
+        max_shard_size=args.max_shard_size,
+    )
+    if not args.quiet:
+        print(f"wrote {args.to} checkpoint to {written}", file=sys.stderr)
+    return 0
+
+
+def _add_convert_parser(commands: argparse._SubParsersAction) -> None:
+    from .weights.convert import DTYPES, TARGETS
+    from .weights.packages import EMBEDDED_MODELS
+
+    targets = "\n".join(f"  {name:<10} {text}" for name, text in TARGETS.items())
+    convert = commands.add_parser(
+        "convert",
+        help="convert a Whisper checkpoint between formats",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Convert a Whisper checkpoint. The source format is detected from the files in SRC (model.safetensors, "
+            "pytorch_model.bin, tf_model.h5, flax_model.msgpack, a CTranslate2 model.bin or an openai-whisper .pt "
+            "file). DST is written atomically: nothing appears there unless the whole conversion succeeds.\n\n"
+            f"targets (--to), each with generation_config.json, preprocessor_config.json and the tokenizer files:\n"
+            f"{targets}"
+        ),
+    )
+    convert.add_argument("source", nargs="?", metavar="SRC", help="checkpoint directory or weight file")
+    convert.add_argument("destination", metavar="DST", help="output directory (must not exist, see --overwrite)")
+    convert.add_argument("--to", choices=list(TARGETS), default="canonical", help="target format (default: canonical)")
+    convert.add_argument("--dtype", choices=DTYPES, help="cast every tensor (default: keep the stored dtype)")
+    convert.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    convert.add_argument("--quiet", action="store_true", help="no progress bar or summary on stderr")
+    convert.add_argument(
+        "--from-package", choices=list(EMBEDDED_MODELS), help="convert a model shipped as a Python package (no SRC)"
+    )
+    convert.add_argument("--max-shard-size", default="5GB", help="split weight files above this size (default: 5GB)")
+    convert.set_defaults(handler=_convert_command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="whisper-multi",
@@ -49,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--save", metavar="DIR", help="also write config.json into DIR")
     config.add_argument("--check", action="store_true", help="verify that a save/load round trip is identical")
     config.set_defaults(handler=_config_command)
+
+    _add_convert_parser(commands)
     return parser
 
 

@@ -189,8 +189,7 @@ def check_state_dict(
 # --- per-framework layout rules -----------------------------------------------------------------------------------
 # The canonical layout is PyTorch's. A rule converts one kind of tensor to a framework's layout and back; the two
 # functions are exact inverses (pure axis permutations returning views), so a round trip is bit-exact. The
-# per-framework *name* rules (Keras "kernel", Flax "scale", ...) belong here too: they are added with the TF and
-# Flax backends.
+# per-framework *name* rules (Keras "kernel", Flax "scale", ...) follow the layout rules below.
 Transform = Callable[[np.ndarray], np.ndarray]
 
 
@@ -250,3 +249,49 @@ def framework_shape(spec: ParamSpec, framework: str) -> tuple[int, ...]:
     """The shape ``spec`` has in ``framework``'s layout, computed without data."""
     probe = np.broadcast_to(np.zeros((), dtype=np.uint8), spec.shape)  # a view of one byte: no allocation
     return tuple(to_framework_layout(probe, spec.kind, framework).shape)
+
+
+# --- per-framework name rules -------------------------------------------------------------------------------------
+# Transformers' TF and Flax Whisper models use the PyTorch module paths, so a framework name is the canonical module
+# path written with "/" plus a leaf name chosen by kind. Two details differ: Keras keeps "layers.N" as one layer
+# name (Flax nests it as "layers/N"), and Keras suffixes every variable with its output index ":0".
+class NameRule(NamedTuple):
+    leaf_by_kind: dict[str, str]
+    layer_separator: str  # between "layers" and the layer number
+    suffix: str
+
+
+NAME_RULES: dict[str, NameRule] = {
+    "tf": NameRule(
+        {"linear_weight": "kernel", "linear_bias": "bias", "conv_weight": "kernel", "conv_bias": "bias",
+         "norm_scale": "gamma", "norm_bias": "beta", "embedding": "embeddings", "positional_table": "weight",
+         "layer_weights": "layer_weights"},
+        layer_separator=".",
+        suffix=":0",
+    ),
+    "flax": NameRule(
+        {"linear_weight": "kernel", "linear_bias": "bias", "conv_weight": "kernel", "conv_bias": "bias",
+         "norm_scale": "scale", "norm_bias": "bias", "embedding": "embedding", "positional_table": "embedding",
+         "layer_weights": "layer_weights"},
+        layer_separator="/",
+        suffix="",
+    ),
+}  # fmt: skip
+
+
+def framework_name(spec: ParamSpec, framework: str) -> str:
+    """The name ``spec`` has in ``framework`` ("pt", "tf" or "flax"), e.g. ``model/encoder/conv1/kernel:0``."""
+    if framework == "pt":
+        return spec.name
+    if framework not in NAME_RULES:
+        raise ValueError(f"unknown framework {framework!r}; expected one of pt, {', '.join(NAME_RULES)}")
+    rule = NAME_RULES[framework]
+    module = spec.name.rpartition(".")[0] if "." in spec.name else ""
+    path = module.replace(".", "/").replace("layers/", f"layers{rule.layer_separator}")
+    leaf = rule.leaf_by_kind[spec.kind]
+    return f"{path}/{leaf}{rule.suffix}" if path else f"{leaf}{rule.suffix}"
+
+
+def framework_names(config: WhisperConfig, framework: str, head: str = "conditional_generation") -> dict[str, str]:
+    """Canonical name -> ``framework`` name for every stored parameter of ``head``, in table order."""
+    return {name: framework_name(spec, framework) for name, spec in canonical_parameters(config, head).items()}
