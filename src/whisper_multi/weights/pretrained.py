@@ -90,15 +90,20 @@ def load_pretrained(
         checkpoint = read_checkpoint(location)
         config = config or checkpoint.config
         tensors, source = checkpoint.tensors, str(location)
+    return prepare_tensors(tensors, head, config, source)
+
+
+def prepare_tensors(
+    tensors: Mapping[str, np.ndarray], head: str, config: WhisperConfig, source: str
+) -> PretrainedWeights:
+    """Adapt the names of any Whisper class's tensors to ``head`` and check the whole set against the table."""
     tensors, _ = adapt_names(tensors, head, config)
     expected = canonical_parameters(config, head)
-    missing_head = [name for name in expected if name.startswith(_CLASSIFIER_PREFIXES) and name not in tensors]
-    if head == "audio_classification" and len(missing_head) == len(
-        [name for name in expected if name.startswith(_CLASSIFIER_PREFIXES)]
-    ):
+    head_names = [name for name in expected if name.startswith(_CLASSIFIER_PREFIXES)]
+    if head == "audio_classification" and head_names and not any(name in tensors for name in head_names):
         # A checkpoint without any classifier: its encoder loads, the head keeps its initialisation.
-        check_state_dict(config, {**tensors, **_placeholders(expected, missing_head)}, source, head=head)
-        return PretrainedWeights(config, tensors, source, missing_head)
+        check_state_dict(config, {**tensors, **_placeholders(expected, head_names)}, source, head=head)
+        return PretrainedWeights(config, tensors, source, head_names)
     check_state_dict(config, tensors, source, head=head)
     return PretrainedWeights(config, {name: tensors[name] for name in expected}, source)
 

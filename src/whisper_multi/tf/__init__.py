@@ -1,0 +1,70 @@
+"""TensorFlow Keras backend: the Whisper models with Transformers' TF names, arguments and outputs.
+
+Keras 3 on the TensorFlow backend; imports tensorflow and keras only. ``KERAS_BACKEND`` must be unset or
+"tensorflow" before Keras is first imported, otherwise importing this package raises ``BackendError``.
+
+Numerics: TensorFlow's oneDNN CPU kernels (on by default) reorder floating-point sums, so CPU results differ from
+PyTorch in the last digits (about 1e-6 relative). This package leaves ``TF_ENABLE_ONEDNN_OPTS`` to the user; set it
+to 0 before TensorFlow is imported for the closest CPU agreement with PyTorch (the parity tests do).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import BackendError
+
+_BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
+if _BACKEND != "tensorflow":
+    raise BackendError(
+        f"whisper_multi.tf needs Keras on the TensorFlow backend, but KERAS_BACKEND={_BACKEND!r}; unset "
+        f"KERAS_BACKEND or set KERAS_BACKEND=tensorflow before Python imports keras"
+    )
+
+import keras  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    raise BackendError(
+        f"whisper_multi.tf needs Keras on the TensorFlow backend, but Keras runs on {keras.backend.backend()!r} "
+        f"(from ~/.keras/keras.json or an earlier import); set KERAS_BACKEND=tensorflow before importing keras"
+    )
+
+from .loading import export_saved_model  # noqa: E402
+from .modeling_tf_whisper import (  # noqa: E402
+    TFWhisperAttention,
+    TFWhisperDecoder,
+    TFWhisperDecoderLayer,
+    TFWhisperEncoder,
+    TFWhisperEncoderLayer,
+    TFWhisperForAudioClassification,
+    TFWhisperForConditionalGeneration,
+    TFWhisperModel,
+    TFWhisperPreTrainedModel,
+)
+from .outputs import (  # noqa: E402
+    BaseModelOutput,
+    BaseModelOutputWithPastAndCrossAttentions,
+    ModelOutput,
+    Seq2SeqLMOutput,
+    Seq2SeqModelOutput,
+    SequenceClassifierOutput,
+)
+
+__all__ = [
+    "BaseModelOutput",
+    "BaseModelOutputWithPastAndCrossAttentions",
+    "ModelOutput",
+    "Seq2SeqLMOutput",
+    "Seq2SeqModelOutput",
+    "SequenceClassifierOutput",
+    "TFWhisperAttention",
+    "TFWhisperDecoder",
+    "TFWhisperDecoderLayer",
+    "TFWhisperEncoder",
+    "TFWhisperEncoderLayer",
+    "TFWhisperForAudioClassification",
+    "TFWhisperForConditionalGeneration",
+    "TFWhisperModel",
+    "TFWhisperPreTrainedModel",
+    "export_saved_model",
+]
