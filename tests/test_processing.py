@@ -62,7 +62,7 @@ def test_prompt_ids(processor: WhisperProcessor) -> None:
 
 
 def test_neither_audio_nor_text_is_an_error(processor: WhisperProcessor) -> None:
-    with pytest.raises(InputError, match="needs audio=..., text=... or both"):
+    with pytest.raises(InputError, match=r"needs audio=\.\.\., text=\.\.\. or both"):
         processor()
 
 

@@ -146,7 +146,7 @@ def test_index_pointing_outside_is_refused(tmp_path: Path) -> None:
     checkpoint.mkdir()
     for target in ("../secret.safetensors", str(outside)):
         (checkpoint / WEIGHTS_INDEX_NAME).write_text(json.dumps({"weight_map": {"x": target}}))
-        with pytest.raises(CheckpointError, match="which is outside .*checkpoint; refusing to read it"):
+        with pytest.raises(CheckpointError, match=r"which is outside .*checkpoint; refusing to read it"):
             load_state_dict(checkpoint)
 
 
@@ -156,7 +156,7 @@ def test_symlink_escaping_the_directory_is_refused(tmp_path: Path) -> None:
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
     os.symlink(outside, checkpoint / WEIGHTS_NAME)
-    with pytest.raises(CheckpointError, match="outside .*checkpoint; refusing"):
+    with pytest.raises(CheckpointError, match=r"outside .*checkpoint; refusing"):
         load_state_dict(checkpoint)
 
 

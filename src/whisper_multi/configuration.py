@@ -95,6 +95,8 @@ class _JsonConfig:
 
         def __getattr__(self, name: str) -> Any: ...
 
+        def __setattr__(self, name: str, value: Any) -> None: ...
+
     def __init__(self, **kwargs: Any) -> None:
         for key, default in self._defaults.items():
             setattr(self, key, copy.deepcopy(kwargs.pop(key, default)))

@@ -133,7 +133,8 @@ def config_from_dims(dims: Mapping[str, Any], path: Path) -> WhisperConfig:
         if preset is not None:
             return WhisperConfig.from_preset(preset)
         architecture = {"architectures": ["WhisperForConditionalGeneration"]}
-        return WhisperConfig(**{**_special_token_fields(fields["vocab_size"]), **architecture, **fields})
+        special = _special_token_fields(values["n_vocab"])
+        return WhisperConfig(**{**special, **architecture, **fields})
     except ValueError as error:
         raise CheckpointError(f"{path}: the dims make no valid WhisperConfig: {error}") from error
 

@@ -82,6 +82,7 @@ def load_pretrained(
 ) -> PretrainedWeights:
     """Canonical tensors of ``head`` from a checkpoint directory (or weight file) in any supported format."""
     fmt, location = detect_format(path)
+    tensors: Mapping[str, np.ndarray]
     if fmt in ("canonical", "pt"):
         config = config or WhisperConfig.from_pretrained(_config_directory(location))
         tensors, source = _read_pt_names(location, fmt)
