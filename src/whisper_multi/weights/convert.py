@@ -78,7 +78,7 @@ class Checkpoint:
 
     format: str
     config: WhisperConfig
-    tensors: dict[str, np.ndarray]
+    tensors: Mapping[str, np.ndarray]  # may make each tensor when asked for (read_ct2)
     directory: Path | None  # where the tokenizer and preprocessor files are
     generation_config: WhisperGenerationConfig | None = None
     alignment_heads: list[tuple[int, int]] = field(default_factory=list)

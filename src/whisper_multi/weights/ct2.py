@@ -19,6 +19,10 @@ CTranslate2 fuses Whisper's attention projections: self-attention stores ``[q; k
 zero key bias, since Whisper's key projection has none), cross-attention stores ``q`` in ``linear_0`` and
 ``[k; v]`` in ``linear_1``. ``ct2_links`` lists how each CTranslate2 variable maps to canonical names.
 
+Reading maps the file and hands out its tensors one at a time: a tensor stored as asked for is a view of the
+mapped file (copy-on-write, never written back), one that needs converting is converted when it is asked for.
+Writing makes and writes one variable at a time. Either way, a conversion holds about one file's worth of memory.
+
 No framework is imported here: ``ctranslate2`` itself is not needed to read or write.
 """
 
@@ -30,8 +34,9 @@ import mmap
 import os
 import struct
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
@@ -63,14 +68,52 @@ _ACTIVATION_NAMES = {0: "relu", 1: "gelu_pytorch_tanh", 2: "silu", 3: "gelu", 4:
 
 _PROJECTION = "decoder/projection/weight"
 _EMBEDDINGS = "decoder/embeddings/weight"
+_COMPARE_BYTES = 1 << 24  # the tied-projection check compares this much at a time
+
+
+class _LazyArrays(MutableMapping[str, np.ndarray]):
+    """Name -> array, each array made by its own function when asked for and not kept.
+
+    A consumer that takes the arrays one at a time (every writer here does) holds one of them at a time. An
+    array that needs no converting comes back as the same view each time; a converted one is made afresh, so
+    changing it in place changes only that copy. Assigning an array stores it as it is.
+    """
+
+    def __init__(self, makers: Mapping[str, Callable[[], np.ndarray]] | None = None) -> None:
+        self._makers: dict[str, Callable[[], np.ndarray]] = dict(makers or {})
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._makers[name]()
+
+    def __setitem__(self, name: str, array: np.ndarray) -> None:
+        self._makers[name] = partial(_same, array)
+
+    def __delitem__(self, name: str) -> None:
+        del self._makers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._makers)
+
+    def __len__(self) -> int:
+        return len(self._makers)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} arrays, made when asked for)"
+
+
+def _same(array: np.ndarray) -> np.ndarray:
+    return array
 
 
 @dataclass
 class CT2Model:
-    """A CTranslate2 Whisper model in canonical form, plus what ``generate`` needs from its ``config.json``."""
+    """A CTranslate2 Whisper model in canonical form, plus what ``generate`` needs from its ``config.json``.
+
+    ``tensors`` makes each tensor when it is asked for (see ``_LazyArrays``), so reading costs no memory up front.
+    """
 
     config: WhisperConfig
-    tensors: dict[str, np.ndarray]
+    tensors: MutableMapping[str, np.ndarray]
     alignment_heads: list[tuple[int, int]] = field(default_factory=list)
     suppress_ids: list[int] = field(default_factory=list)
     suppress_ids_begin: list[int] = field(default_factory=list)
@@ -157,12 +200,13 @@ def ct2_links(config: WhisperConfig) -> list[Link]:
 class _ByteSource:
     """One logical file made of one or more parts (a split model.bin), memory-mapped, never written.
 
-    A read inside one part is a zero-copy view; only a tensor that straddles two parts is copied.
+    A read inside one part is a zero-copy view; only a tensor that straddles two parts is copied. The maps are
+    copy-on-write: the arrays handed out are writable like ordinary arrays, and writing one never reaches the file.
     """
 
     def __init__(self, paths: Sequence[Path]) -> None:
         self.label = " + ".join(str(path) for path in paths)
-        self._maps: list[mmap.mmap | bytes] = []
+        self._maps: list[mmap.mmap | bytearray] = []
         self._starts: list[int] = []
         self.size = 0
         for path in paths:
@@ -179,15 +223,15 @@ class _ByteSource:
                 pieces.append(memoryview(data)[lo - start : hi - start])
         if len(pieces) == 1:
             return pieces[0]
-        return memoryview(b"".join(pieces))
+        return memoryview(bytearray().join(pieces))
 
 
-def _map_file(path: Path) -> mmap.mmap | bytes:
+def _map_file(path: Path) -> mmap.mmap | bytearray:
     try:
         with open(path, "rb") as file:
             if os.fstat(file.fileno()).st_size == 0:
-                return b""  # mmap refuses empty files
-            return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+                return bytearray()  # mmap refuses empty files
+            return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
     except OSError as error:
         raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from error
 
@@ -305,20 +349,43 @@ def _raw_array(variable: _Variable) -> np.ndarray:
     return np.frombuffer(variable.data, dtype=numpy_dtype).reshape(variable.shape)
 
 
+def _bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
+    # bfloat16 is the upper half of a float32: shifting the bits back up is exact.
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
 def _as_float(variable: _Variable) -> np.ndarray:
     array = _raw_array(variable)
-    if variable.dtype == "bfloat16":
-        # bfloat16 is the upper half of a float32: shifting the bits back up is exact.
-        return (array.astype(np.uint32) << 16).view(np.float32)
-    return array
+    return _bfloat16_to_float32(array) if variable.dtype == "bfloat16" else array
 
 
-def _dequantize(weight: _Variable, scale: np.ndarray) -> np.ndarray:
-    values = _raw_array(weight).astype(np.float32)
-    if scale.ndim == 0:  # int16: one scale for the whole tensor
-        return values / scale
-    rows = scale.reshape((-1,) + (1,) * (values.ndim - 1))  # int8: one scale per output row
-    return values / rows
+class _Stored(NamedTuple):
+    """One canonical tensor as the file holds it: a view of its rows, their CT2 dtype and, if quantized, the scale."""
+
+    raw: np.ndarray
+    dtype: str
+    scale: np.ndarray | None  # float32: one per row of ``raw`` (int8) or one for the tensor (int16)
+
+
+def _decoded_dtype(stored: _Stored, dtype: Any) -> np.dtype:
+    if dtype is not None:
+        return np.dtype(dtype)
+    # dtype=None keeps float16 as stored; everything else numpy can compute with is float32.
+    return np.dtype(np.float16 if stored.dtype == "float16" and stored.scale is None else np.float32)
+
+
+def _decode(stored: _Stored, dtype: np.dtype) -> np.ndarray:
+    """The tensor's values as ``dtype``: the view of the file itself when nothing needs converting."""
+    if stored.scale is not None:
+        values = stored.raw.astype(np.float32)
+        if stored.scale.ndim == 0:  # int16: one scale for the whole tensor
+            values /= stored.scale
+        else:  # int8: one scale per output row
+            values /= stored.scale.reshape((-1,) + (1,) * (values.ndim - 1))
+        return values.astype(dtype, copy=False)
+    if stored.dtype == "bfloat16":
+        return _bfloat16_to_float32(stored.raw).astype(dtype, copy=False)
+    return stored.raw.astype(dtype, copy=False)
 
 
 def _scalar(container: _Container, name: str) -> int | None:
@@ -368,51 +435,56 @@ def read_vocabulary(directory: Path) -> list[str] | None:
     return None
 
 
-def _tensors_from_container(container: _Container, links: list[Link], dtype: Any) -> tuple[dict[str, np.ndarray], str]:
-    """Canonical tensors from the CT2 variables, and the CT2 name of the stored precision."""
+def _tensors_from_container(container: _Container, links: list[Link]) -> tuple[dict[str, _Stored], str]:
+    """Each canonical tensor as stored (views of the file, nothing decoded), and the CT2 name of the precision."""
     label_dtypes = set()
-    tensors = {}
+    tensors: dict[str, _Stored] = {}
     for link in links:
         variable = container.variables.get(link.ct2)
         if variable is None:
             continue  # reported by check_state_dict as missing canonical names
-        array, stored = _float_value(container, link.ct2, variable, dtype)
-        label_dtypes.add(stored)
-        tensors.update(_split(container, link, array))
+        stored = _stored_value(container, link.ct2, variable)
+        label_dtypes.add(stored.dtype)
+        tensors.update(_split(container, link, stored))
     return tensors, _source_dtype_label(label_dtypes)
 
 
-def _float_value(container: _Container, name: str, variable: _Variable, dtype: Any) -> tuple[np.ndarray, str]:
+def _stored_value(container: _Container, name: str, variable: _Variable) -> _Stored:
     scale = container.variables.get(f"{name}_scale")
     if scale is not None:
-        array = _dequantize(variable, _as_float(scale).astype(np.float32))
-        stored = variable.dtype
-    elif variable.dtype in ("float32", "float16", "bfloat16"):
-        array, stored = _as_float(variable), variable.dtype
-    else:
-        raise CheckpointError(
-            f"{container.label}: {name} is {variable.dtype} without a {name}_scale; expected a float "
-            "tensor or a quantized one with its scale"
-        )
-    if dtype is None:  # keep float16 as stored; everything else numpy can compute with is float32
-        dtype = np.float16 if array.dtype == np.float16 else np.float32
-    # Always copy: the result must not keep the file mapped or change if the file does.
-    return np.array(array, dtype=dtype, copy=True), stored
+        factors = _as_float(scale).astype(np.float32)
+        if factors.size == 1:
+            factors = factors.reshape(())  # one scale for the whole tensor
+        elif factors.shape != variable.shape[:1]:
+            raise CheckpointError(
+                f"{container.label}: {name}_scale has shape {factors.shape}; expected one scale per row of {name} "
+                f"({variable.shape[:1]}) or one for the whole tensor"
+            )
+        return _Stored(_raw_array(variable), variable.dtype, factors)
+    if variable.dtype in ("float32", "float16", "bfloat16"):
+        return _Stored(_raw_array(variable), variable.dtype, None)
+    raise CheckpointError(
+        f"{container.label}: {name} is {variable.dtype} without a {name}_scale; expected a float "
+        "tensor or a quantized one with its scale"
+    )
 
 
-def _split(container: _Container, link: Link, array: np.ndarray) -> dict[str, np.ndarray]:
+def _split(container: _Container, link: Link, stored: _Stored) -> dict[str, _Stored]:
     if len(link.parts) == 1:
-        return {link.parts[0]: array}
-    if array.shape[0] % len(link.parts):
+        return {link.parts[0]: stored}
+    parts = len(link.parts)
+    if stored.raw.shape[0] % parts:
         raise CheckpointError(
-            f"{container.label}: {link.ct2} has {array.shape[0]} rows, expected a multiple of "
-            f"{len(link.parts)} (the fused {', '.join(p or 'k_proj.bias' for p in link.parts)})"
+            f"{container.label}: {link.ct2} has {stored.raw.shape[0]} rows, expected a multiple of "
+            f"{parts} (the fused {', '.join(p or 'k_proj.bias' for p in link.parts)})"
         )
+    # Splitting along the rows of a C-ordered array gives contiguous views: nothing is copied.
+    raws = np.split(stored.raw, parts)
+    scale = stored.scale  # int8: split with its rows; int16 (one scale) or none: shared
+    scales = np.split(scale, parts) if scale is not None and scale.ndim == 1 else [scale] * parts
     # The empty part is the key bias Whisper lacks: it only shifts all scores of a query equally, so dropping it
     # changes no attention weight.
-    return {
-        name: np.ascontiguousarray(chunk) for name, chunk in zip(link.parts, np.split(array, len(link.parts))) if name
-    }
+    return {name: _Stored(raw, stored.dtype, scale) for name, raw, scale in zip(link.parts, raws, scales) if name}
 
 
 def _source_dtype_label(stored: set[str]) -> str:
@@ -452,11 +524,19 @@ def _check_projection_tied(container: _Container) -> None:
     embeddings = container.variables.get(_EMBEDDINGS)
     if projection is None or embeddings is None:
         return  # a missing embedding is reported with the other missing names
-    if projection.shape != embeddings.shape or bytes(projection.data) != bytes(embeddings.data):
+    if projection.shape != embeddings.shape or not _same_bytes(projection.data, embeddings.data):
         raise CheckpointError(
             f"{label}: {_PROJECTION} differs from {_EMBEDDINGS}; expected them tied as in every Whisper model "
             f"({next(iter(TIED_PARAMETERS))} is {TIED_PARAMETERS['proj_out.weight']})"
         )
+
+
+def _same_bytes(first: memoryview, second: memoryview) -> bool:
+    # A slice at a time: copying both whole would hold two extra copies of the largest tensor.
+    if len(first) != len(second):
+        return False
+    a, b, step = np.frombuffer(first, np.uint8), np.frombuffer(second, np.uint8), _COMPARE_BYTES
+    return all(np.array_equal(a[at : at + step], b[at : at + step]) for at in range(0, len(a), step))
 
 
 def _check_architecture_flags(container: _Container) -> None:
@@ -479,6 +559,9 @@ def read_ct2(
     the first file. Weights come back as ``dtype``; ``dtype=None`` keeps float16 as stored (quantized and bfloat16
     weights become float32). Quantized weights are dequantized with a UserWarning: they only approximate the
     original weights.
+
+    Nothing is decoded here: ``tensors`` gives each tensor when asked for, as a view of the memory-mapped file
+    when it is stored as ``dtype`` (the file stays mapped while a view lives), converted otherwise.
     """
     if dtype is not None and np.dtype(dtype).kind != "f":
         raise CheckpointError(f"read_ct2 returns float tensors; dtype={dtype!r} is not a float dtype")
@@ -498,9 +581,14 @@ def read_ct2(
     _check_variables_known(container, links)
     _check_projection_tied(container)
     _check_architecture_flags(container)
-    tensors, source_dtype = _tensors_from_container(container, links, dtype)
-    check_state_dict(config, tensors, source.label)
-    tensors = {name: tensors[name] for name in canonical_parameters(config)}  # the table's (state-dict) order
+    stored, source_dtype = _tensors_from_container(container, links)
+    check_state_dict(config, {name: value.raw for name, value in stored.items()}, source.label)
+    tensors = _LazyArrays(  # the table's (state-dict) order
+        {
+            name: partial(_decode, stored[name], _decoded_dtype(stored[name], dtype))
+            for name in canonical_parameters(config)
+        }
+    )
     if source_dtype.startswith("int"):
         warnings.warn(
             f"{source.label} stores {source_dtype}-quantized weights; they were dequantized and only approximate "
@@ -625,11 +713,14 @@ def _write_variable(file: BinaryIO, name: str, array: np.ndarray) -> None:
 
 
 def _fuse(link: Link, tensors: Mapping[str, Any]) -> np.ndarray:
-    present = [np.asarray(tensors[name]) for name in link.parts if name]
+    # Each part is asked for once: a lazy mapping makes (casts) a tensor on every access.
+    present = {name: np.asarray(tensors[name]) for name in link.parts if name}
+    if len(link.parts) == 1:
+        return present[link.parts[0]]
     if len(present) == len(link.parts):
-        return present[0] if len(present) == 1 else np.concatenate(present)
-    zeros = np.zeros_like(present[0])  # the key bias Whisper lacks; every part has the same size
-    return np.concatenate([np.asarray(tensors[name]) if name else zeros for name in link.parts])
+        return np.concatenate(list(present.values()))
+    zeros = np.zeros_like(next(iter(present.values())))  # the key bias Whisper lacks; every part has the same size
+    return np.concatenate([present[name] if name else zeros for name in link.parts])
 
 
 def _quantize_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -642,16 +733,43 @@ def _quantize_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return quantized, scale
 
 
-def _ct2_variables(config: WhisperConfig, tensors: Mapping[str, Any], dtype: str) -> dict[str, np.ndarray]:
+def _float_variable(link: Link, tensors: Mapping[str, Any], dtype: type) -> np.ndarray:
+    return _fuse(link, tensors).astype(dtype, copy=False)
+
+
+class _Int8Variable:
+    """A quantized weight and its scale, made from one quantization.
+
+    The writer reaches ``name`` before ``name_scale`` (name order), so the weight keeps its small scale for it;
+    a scale asked for first is quantized for.
+    """
+
+    def __init__(self, link: Link, tensors: Mapping[str, Any]) -> None:
+        self._link, self._tensors = link, tensors
+        self._scale: np.ndarray | None = None
+
+    def weight(self) -> np.ndarray:
+        quantized, self._scale = _quantize_int8(_fuse(self._link, self._tensors))
+        return quantized
+
+    def scale(self) -> np.ndarray:
+        if self._scale is None:
+            return _quantize_int8(_fuse(self._link, self._tensors))[1]
+        return self._scale
+
+
+def _ct2_variables(config: WhisperConfig, tensors: Mapping[str, Any], dtype: str) -> _LazyArrays:
+    """Every variable of the model.bin, each fused (and cast or quantized) only when the writer reaches it."""
     float_dtype = np.float16 if dtype == "float16" else np.float32
-    variables = {}
+    makers: dict[str, Callable[[], np.ndarray]] = {}
     for link in ct2_links(config):
-        value = _fuse(link, tensors)
         is_weight_matrix = link.ct2.endswith("/weight")  # linear, conv and embedding weights: what CT2 quantizes
         if dtype == "int8" and is_weight_matrix:
-            variables[link.ct2], variables[f"{link.ct2}_scale"] = _quantize_int8(value)
+            quantized = _Int8Variable(link, tensors)
+            makers[link.ct2], makers[f"{link.ct2}_scale"] = quantized.weight, quantized.scale
         else:
-            variables[link.ct2] = value.astype(float_dtype)
+            makers[link.ct2] = partial(_float_variable, link, tensors, float_dtype)
+    variables = _LazyArrays(makers)
     variables.update(_scalar_variables(config))
     return variables
 
@@ -674,6 +792,7 @@ def _scalar_variables(config: WhisperConfig) -> dict[str, np.ndarray]:
 
 
 def _write_model_bin(path: Path, variables: Mapping[str, np.ndarray], aliases: Mapping[str, str]) -> None:
+    """Write the file one variable at a time: each is taken from ``variables`` just before it is written."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as file:

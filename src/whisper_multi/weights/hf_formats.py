@@ -453,50 +453,111 @@ def _numpy_dtype(name: str, path: Path) -> np.dtype:
     return dtype
 
 
-class _ArrayHeader:
-    """What the ext hook keeps of a Flax ndarray: its shape and dtype. The values stay in the mapped file."""
-
-    def __init__(self, shape: tuple[int, ...], dtype_name: str) -> None:
-        self.shape, self.dtype_name = shape, dtype_name
-
-
-def _array_header(code: int, payload: bytes) -> Any:
-    import msgpack
-
-    if code != FLAX_NDARRAY_EXT:
-        return msgpack.ExtType(code, b"")  # reported by the caller as an unexpected leaf
-    # The payload is msgpack of (shape, dtype name, raw bytes); only the first two are decoded here.
-    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=_MAX_MSGPACK_BUFFER)
-    unpacker.feed(payload)
-    if unpacker.read_array_header() != 3:
-        raise ValueError("a Flax ndarray is (shape, dtype, data)")
-    shape = tuple(int(dim) for dim in unpacker.unpack())
-    return _ArrayHeader(shape, str(unpacker.unpack()))
-
-
+# msgpack markers read by hand: the ext and bin headers around array data, which the msgpack library would copy.
 _MAP_MARKERS = {0xDE, 0xDF} | set(range(0x80, 0x90))  # fixmap, map16, map32
+_FIXEXT_SIZES = {0xD4: 1, 0xD5: 2, 0xD6: 4, 0xD7: 8, 0xD8: 16}  # fixext N: the payload size is in the marker
+_EXT_LENGTHS = {0xC7: ">B", 0xC8: ">H", 0xC9: ">I"}  # ext 8/16/32: the payload size follows the marker
+_BIN_LENGTHS = {0xC4: ">B", 0xC5: ">H", 0xC6: ">I"}  # bin 8/16/32
+_FIRST_WINDOW = 256  # bytes handed to msgpack for one key or scalar; grown when an object is longer
 
 
-def _read_msgpack_node(unpacker: Any, mapped: mmap.mmap, path: Path, where: str) -> Any:
-    """One map of the tree, recursively; array leaves become read-only views of ``mapped``."""
+class _MsgpackWalk:
+    """A reading position in a memory-mapped msgpack file.
+
+    Keys, map headers and scalars are decoded by msgpack from a small window of the file. The ext objects holding
+    Flax arrays are parsed here instead: msgpack would gather each payload into its own buffer (a copy of the
+    largest tensor), while the array only needs to know where its bytes lie in the map.
+    """
+
+    def __init__(self, mapped: mmap.mmap, path: Path) -> None:
+        self.mapped, self.path, self.position = mapped, path, 0
+
+    def marker(self) -> int:
+        return self.mapped[self.position]
+
+    def decode(self, read: Callable[[Any], Any]) -> Any:
+        """``read(unpacker)`` on the bytes from here on, moving past what it consumed."""
+        import msgpack
+
+        window = _FIRST_WINDOW
+        while True:
+            unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=_MAX_MSGPACK_BUFFER)
+            unpacker.feed(self.mapped[self.position : self.position + window])
+            try:
+                value = read(unpacker)
+            except msgpack.OutOfData:
+                if self.position + window >= len(self.mapped):
+                    raise self.truncated("an object") from None
+                window *= 16
+                continue
+            self.position += unpacker.tell()
+            return value
+
+    def take(self, length: int, what: str) -> int:
+        """Move past ``length`` bytes; return where they start."""
+        if self.position + length > len(self.mapped):
+            raise self.truncated(what)
+        start, self.position = self.position, self.position + length
+        return start
+
+    def length(self, fmt: str, what: str) -> int:
+        return int(struct.unpack_from(fmt, self.mapped, self.take(struct.calcsize(fmt), what))[0])
+
+    def truncated(self, what: str) -> CheckpointError:
+        return CheckpointError(
+            f"{self.path} is not a valid Flax msgpack file (truncated or corrupt?): {what} at byte {self.position} "
+            f"would end past the end of the file ({len(self.mapped)} bytes)"
+        )
+
+
+def _read_ext(walk: _MsgpackWalk, name: str) -> np.ndarray:
+    """A Flax ndarray ext as a read-only view of the mapped file: ``(shape, dtype name, raw bytes)`` in msgpack."""
+    marker = walk.mapped[walk.take(1, f"the header of {name}")]
+    size = _FIXEXT_SIZES.get(marker)
+    if size is None:
+        size = walk.length(_EXT_LENGTHS[marker], f"the size of {name}")
+    code = struct.unpack_from(">b", walk.mapped, walk.take(1, f"the ext type of {name}"))[0]
+    end = walk.position + size
+    if end > len(walk.mapped):
+        raise walk.truncated(f"the {size} bytes of {name}")
+    if code != FLAX_NDARRAY_EXT:
+        raise CheckpointError(f"{walk.path}: {name} is a msgpack ext of type {code}; expected a Flax array or a map")
+    if walk.decode(lambda unpacker: unpacker.read_array_header()) != 3:
+        raise CheckpointError(f"{walk.path}: {name} is not a Flax array (shape, dtype, data)")
+    shape = tuple(int(dim) for dim in walk.decode(lambda unpacker: unpacker.unpack()))
+    dtype = _numpy_dtype(str(walk.decode(lambda unpacker: unpacker.unpack())), walk.path)
+    bin_marker = walk.mapped[walk.take(1, f"the data header of {name}")]
+    if bin_marker not in _BIN_LENGTHS:
+        raise CheckpointError(f"{walk.path}: the data of {name} is not msgpack bin (marker {bin_marker:#x})")
+    nbytes = walk.length(_BIN_LENGTHS[bin_marker], f"the data size of {name}")
+    count = math.prod(shape)
+    if nbytes != count * dtype.itemsize or walk.position + nbytes != end:
+        raise CheckpointError(
+            f"{walk.path}: {name} holds {nbytes} data bytes in an ext of {size}; its shape {shape} of {dtype.name} "
+            f"needs {count * dtype.itemsize}"
+        )
+    offset = walk.take(nbytes, f"the data of {name}")
+    return np.frombuffer(walk.mapped, dtype=dtype, count=count, offset=offset).reshape(shape)
+
+
+def _read_msgpack_node(walk: _MsgpackWalk, where: str) -> dict[str, Any]:
+    """One map of the tree, recursively; array leaves become read-only views of the mapped file."""
     node: dict[str, Any] = {}
-    for _ in range(unpacker.read_map_header()):
-        key = str(unpacker.unpack())
+    for _ in range(walk.decode(lambda unpacker: unpacker.read_map_header())):
+        key = str(walk.decode(lambda unpacker: unpacker.unpack()))
         name = f"{where}/{key}" if where else key
-        if mapped[unpacker.tell()] in _MAP_MARKERS:
-            node[key] = _read_msgpack_node(unpacker, mapped, path, name)
-            if isinstance(node[key], dict) and node[key].get(_FLAX_CHUNKED):
-                node[key] = _unchunk(node[key], path, name)
+        marker = walk.marker()
+        if marker in _MAP_MARKERS:
+            node[key] = _read_msgpack_node(walk, name)
+            if node[key].get(_FLAX_CHUNKED):
+                node[key] = _unchunk(node[key], walk.path, name)
             continue
-        leaf = unpacker.unpack()
-        if isinstance(leaf, _ArrayHeader):
-            dtype = _numpy_dtype(leaf.dtype_name, path)
-            count = math.prod(leaf.shape)
-            # The raw bytes are the last part of the ext payload, so they end where the unpacker now stands.
-            offset = unpacker.tell() - count * dtype.itemsize
-            leaf = np.frombuffer(mapped, dtype=dtype, count=count, offset=offset).reshape(leaf.shape)
-        elif not isinstance(leaf, (bool, int, float)):
-            raise CheckpointError(f"{path}: {name} is a {type(leaf).__name__}; expected a Flax array or a map")
+        if marker in _FIXEXT_SIZES or marker in _EXT_LENGTHS:
+            node[key] = _read_ext(walk, name)
+            continue
+        leaf = walk.decode(lambda unpacker: unpacker.unpack())
+        if not isinstance(leaf, (bool, int, float)):
+            raise CheckpointError(f"{walk.path}: {name} is a {type(leaf).__name__}; expected a Flax array or a map")
         node[key] = leaf
     return node
 
@@ -530,14 +591,12 @@ def read_msgpack_tree(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             if os.fstat(file.fileno()).st_size == 0:
                 raise CheckpointError(f"{path} is empty; expected a Flax msgpack file")
             mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-            unpacker = msgpack.Unpacker(
-                file, raw=False, ext_hook=_array_header, strict_map_key=False, max_buffer_size=_MAX_MSGPACK_BUFFER
+        walk = _MsgpackWalk(mapped, path)
+        tree = _read_msgpack_node(walk, "")
+        if walk.position != len(mapped):
+            raise CheckpointError(
+                f"{path} has {len(mapped) - walk.position} bytes after its tree; expected one msgpack map"
             )
-            tree = _read_msgpack_node(unpacker, mapped, path, "")
-            if unpacker.tell() != len(mapped):
-                raise CheckpointError(
-                    f"{path} has {len(mapped) - unpacker.tell()} bytes after its tree; expected one msgpack map"
-                )
     except (msgpack.exceptions.UnpackException, ValueError, IndexError, struct.error) as error:
         if isinstance(error, CheckpointError):
             raise
