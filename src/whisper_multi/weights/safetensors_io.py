@@ -160,12 +160,18 @@ def write_safetensors(
             file.write(len(encoded).to_bytes(8, "little"))
             file.write(encoded)
             for array in tensors.values():
-                file.write(np.ascontiguousarray(array).tobytes(order="C"))
+                # A byte view of the (memory-mapped) array: no copy of the tensor is made to write it.
+                file.write(_byte_view(array))
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _byte_view(array: np.ndarray) -> memoryview:
+    contiguous = np.ascontiguousarray(array)
+    return memoryview(contiguous.reshape(-1).view(np.uint8)) if contiguous.size else memoryview(b"")
 
 
 # --- a checkpoint directory -----------------------------------------------------------------------------------------
