@@ -652,7 +652,7 @@ def _dimensions(container: _Container) -> dict[str, Any]:
     }
 
 
-def _matching_preset(fields: Mapping[str, Any]) -> str | None:
+def matching_preset(fields: Mapping[str, Any]) -> str | None:
     for name in PRESETS:
         preset = WhisperConfig.from_preset(name)
         if all(getattr(preset, key) == value for key, value in fields.items()):
@@ -660,7 +660,7 @@ def _matching_preset(fields: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _special_token_fields(vocab_size: int) -> dict[str, Any]:
+def special_token_fields(vocab_size: int) -> dict[str, Any]:
     try:
         special = special_tokens_for_vocab(vocab_size)
     except TokenizerError:
@@ -684,12 +684,12 @@ def _config_from_container(container: _Container, ct2_config: Mapping[str, Any],
     if ct2_config.get("suppress_ids_begin") is not None:
         generation["begin_suppress_tokens"] = list(ct2_config["suppress_ids_begin"])
     try:
-        preset = _matching_preset(fields)
+        preset = matching_preset(fields)
         if preset is not None:
             return WhisperConfig.from_preset(preset, **generation)
         # A CTranslate2 Whisper model is always the speech-to-text model with its language-model head.
         architecture = {"architectures": ["WhisperForConditionalGeneration"]}
-        return WhisperConfig(**{**_special_token_fields(fields["vocab_size"]), **architecture, **fields, **generation})
+        return WhisperConfig(**{**special_token_fields(fields["vocab_size"]), **architecture, **fields, **generation})
     except ValueError as error:
         raise CheckpointError(f"{label}: the model's dimensions make no valid WhisperConfig: {error}") from error
 

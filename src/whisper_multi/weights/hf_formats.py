@@ -33,7 +33,7 @@ import numpy as np
 
 from ..configuration import WhisperConfig
 from ..errors import CheckpointError
-from .safetensors_io import _inside, parse_size
+from .safetensors_io import parse_size, path_inside
 from .table import (
     TIED_PARAMETERS,
     canonical_parameters,
@@ -84,7 +84,7 @@ def weight_files(directory: Path, weights_name: str) -> tuple[list[Path], dict[s
                 raise TypeError
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CheckpointError(f"{index_path} is not a valid shard index (expected a JSON 'weight_map')") from error
-        shard_of = {str(name): _inside(directory, str(shard), index_path) for name, shard in weight_map.items()}
+        shard_of = {str(name): path_inside(directory, str(shard), index_path) for name, shard in weight_map.items()}
         files = sorted(set(shard_of.values()))
         for file in files:
             if not file.is_file():
@@ -138,7 +138,7 @@ def write_index(directory: Path, weights_name: str, weight_map: Mapping[str, str
     (directory / index_name(weights_name)).write_text(text, encoding="utf-8")
 
 
-def _write_sharded(
+def write_sharded(
     directory: Path,
     weights_name: str,
     names: Mapping[str, str],
@@ -180,7 +180,7 @@ def _to_canonical(
 
 
 # --- PyTorch: pytorch_model.bin -------------------------------------------------------------------------------------
-def _torch_load(path: Path) -> Any:
+def load_torch_file(path: Path) -> Any:
     """``torch.load`` that never runs code from the file: a pickle with code in it raises CheckpointError."""
     import pickle
 
@@ -235,7 +235,7 @@ def numpy_to_torch(array: np.ndarray) -> Any:
         return torch.from_numpy(array)
 
 
-def _state_dict(loaded: Any, path: Path) -> Mapping[str, Any]:
+def torch_state_dict(loaded: Any, path: Path) -> Mapping[str, Any]:
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping):
@@ -250,7 +250,7 @@ def read_pt(directory: str | os.PathLike[str], config: WhisperConfig) -> Tensors
     stored: dict[str, np.ndarray] = {}
     found: dict[str, Path] = {}
     for file in files:
-        for name, tensor in _state_dict(_torch_load(file), file).items():
+        for name, tensor in torch_state_dict(load_torch_file(file), file).items():
             stored[str(name)] = torch_to_numpy(tensor, str(name), file)
             found[str(name)] = file
     _check_sharding(index, found, directory, PT_WEIGHTS_NAME)
@@ -284,7 +284,7 @@ def write_pt(
                 state[tied] = state[target]
         torch.save(state, path)
 
-    written = _write_sharded(directory, PT_WEIGHTS_NAME, names, sizes, max_shard_size, write_file)
+    written = write_sharded(directory, PT_WEIGHTS_NAME, names, sizes, max_shard_size, write_file)
     if len(written) > 1:
         # The index must list the tied name too: Transformers checks every saved key against its shard.
         index_path = directory / index_name(PT_WEIGHTS_NAME)
@@ -435,7 +435,7 @@ def write_tf(
                 group.create_dataset(full_names[name], data=np.ascontiguousarray(array))
             _set_h5_strings(file.create_group("top_level_model_weights"), "weight_names", [])
 
-    return _write_sharded(Path(directory), TF_WEIGHTS_NAME, full_names, sizes, max_shard_size, write_file)
+    return write_sharded(Path(directory), TF_WEIGHTS_NAME, full_names, sizes, max_shard_size, write_file)
 
 
 # --- Flax: flax_model.msgpack -----------------------------------------------------------------------------------------
@@ -695,7 +695,7 @@ def write_flax(
         with open(path, "wb") as file:
             _write_msgpack_tree(file, msgpack.Packer(use_bin_type=True), tree, array)
 
-    return _write_sharded(Path(directory), FLAX_WEIGHTS_NAME, names, sizes, max_shard_size, write_file)
+    return write_sharded(Path(directory), FLAX_WEIGHTS_NAME, names, sizes, max_shard_size, write_file)
 
 
 READERS: dict[str, Callable[[Path, WhisperConfig], Tensors]] = {"pt": read_pt, "tf": read_tf, "flax": read_flax}

@@ -21,8 +21,8 @@ import numpy as np
 
 from ..configuration import WhisperConfig
 from ..errors import CheckpointError
-from .ct2 import _matching_preset, _special_token_fields
-from .hf_formats import _torch_load, numpy_to_torch, torch_to_numpy
+from .ct2 import matching_preset, special_token_fields
+from .hf_formats import load_torch_file, numpy_to_torch, torch_to_numpy
 from .table import canonical_parameters, check_state_dict
 
 OPENAI_WEIGHTS_NAME = "model.pt"
@@ -129,11 +129,11 @@ def config_from_dims(dims: Mapping[str, Any], path: Path) -> WhisperConfig:
         "scale_embedding": False,
     }
     try:
-        preset = _matching_preset(fields)
+        preset = matching_preset(fields)
         if preset is not None:
             return WhisperConfig.from_preset(preset)
         architecture = {"architectures": ["WhisperForConditionalGeneration"]}
-        special = _special_token_fields(values["n_vocab"])
+        special = special_token_fields(values["n_vocab"])
         return WhisperConfig(**{**special, **architecture, **fields})
     except ValueError as error:
         raise CheckpointError(f"{path}: the dims make no valid WhisperConfig: {error}") from error
@@ -154,7 +154,7 @@ def read_openai(path: str | os.PathLike[str], config: WhisperConfig | None = Non
     the dims.
     """
     path = Path(path)
-    checkpoint = _torch_load(path)
+    checkpoint = load_torch_file(path)
     if not isinstance(checkpoint, Mapping) or "dims" not in checkpoint or "model_state_dict" not in checkpoint:
         found = sorted(map(str, checkpoint)) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
         raise CheckpointError(

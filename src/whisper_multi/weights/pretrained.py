@@ -72,7 +72,7 @@ def _read_pt_names(directory: Path, fmt: str) -> tuple[dict[str, np.ndarray], st
     files, _ = hf_formats.weight_files(directory, hf_formats.PT_WEIGHTS_NAME)
     tensors: dict[str, np.ndarray] = {}
     for file in files:
-        loaded = hf_formats._state_dict(hf_formats._torch_load(file), file)
+        loaded = hf_formats.torch_state_dict(hf_formats.load_torch_file(file), file)
         tensors.update({str(name): hf_formats.torch_to_numpy(t, str(name), file) for name, t in loaded.items()})
     return tensors, str(files[0] if len(files) == 1 else directory / hf_formats.index_name(files[0].name))
 
@@ -154,7 +154,7 @@ def _save_torch(directory: Path, tensors: Mapping[str, np.ndarray], max_shard_si
 
     sizes = {name: int(np.asarray(array).nbytes) for name, array in tensors.items()}
     names = {name: name for name in tensors}
-    return hf_formats._write_sharded(directory, hf_formats.PT_WEIGHTS_NAME, names, sizes, max_shard_size, write_file)
+    return hf_formats.write_sharded(directory, hf_formats.PT_WEIGHTS_NAME, names, sizes, max_shard_size, write_file)
 
 
 def _remove_stale_weights(directory: Path) -> None:

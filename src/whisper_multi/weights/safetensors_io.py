@@ -171,7 +171,7 @@ def write_safetensors(
 
 def _byte_view(array: np.ndarray) -> memoryview:
     contiguous = np.ascontiguousarray(array)
-    return memoryview(contiguous.reshape(-1).view(np.uint8)) if contiguous.size else memoryview(b"")
+    return contiguous.reshape(-1).view(np.uint8).data if contiguous.size else memoryview(b"")
 
 
 # --- a checkpoint directory -----------------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ def parse_size(size: int | str) -> int:
     return int(number * scale.get(unit, 2**40))
 
 
-def _inside(directory: Path, name: str, source: Path) -> Path:
+def path_inside(directory: Path, name: str, source: Path) -> Path:
     """``directory / name``, refusing names (and symbolic links) that lead outside ``directory``."""
     candidate = directory / name
     root = directory.resolve()
@@ -206,7 +206,7 @@ def read_index(directory: Path) -> dict[str, Path]:
             raise TypeError
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{index_path} is not a valid shard index (expected a JSON 'weight_map')") from error
-    return {name: _inside(directory, str(shard), index_path) for name, shard in weight_map.items()}
+    return {name: path_inside(directory, str(shard), index_path) for name, shard in weight_map.items()}
 
 
 def checkpoint_files(directory: str | os.PathLike[str]) -> list[Path]:
@@ -214,7 +214,7 @@ def checkpoint_files(directory: str | os.PathLike[str]) -> list[Path]:
     directory = Path(directory)
     if (directory / WEIGHTS_INDEX_NAME).is_file():
         return sorted(set(read_index(directory).values()))
-    single = _inside(directory, WEIGHTS_NAME, directory)
+    single = path_inside(directory, WEIGHTS_NAME, directory)
     if single.is_file():
         return [single]
     raise CheckpointError(f"no {WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME} in {directory}")
