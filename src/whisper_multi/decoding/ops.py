@@ -1,8 +1,8 @@
 """The few array operations the decoding rules need, behind one small interface.
 
-The rules in ``rules.py`` are written once against ``ArrayOps``; each backend supplies an adapter for its tensors
-(``whisper_multi.pt``, ``.tf`` and ``.flax`` each define one), so the same code runs eagerly in numpy and PyTorch
-and inside ``tf.function`` / ``jax.jit``. Python's ``&``, ``|``, ``~``, comparisons and arithmetic work on the
+The rules in ``rules.py`` and the searches in ``search.py`` are written once against ``ArrayOps``; each backend
+supplies an adapter for its tensors (``pt/generation.py``, ``tf/generation.py`` and ``flax/generation.py`` each
+define one), so the same code runs eagerly in numpy and PyTorch and inside ``tf.function`` / ``jax.jit``. Python's ``&``, ``|``, ``~``, comparisons and arithmetic work on the
 tensors of every framework and need no adapter. ``NumpyOps`` is the reference adapter, used by the tests.
 """
 
@@ -35,6 +35,41 @@ class ArrayOps(Protocol):
     def expand_last(self, x: Any) -> Any:
         """``x[..., None]``."""
 
+    # --- used by the searches (search.py) ---------------------------------------------------------------------------
+    def cast(self, x: Any, dtype: str) -> Any: ...
+
+    def full(self, shape: tuple[int, ...], value: Any, dtype: str) -> Any: ...
+
+    def reshape(self, x: Any, shape: tuple[int, ...]) -> Any: ...
+
+    def concat(self, xs: list[Any], axis: int) -> Any: ...
+
+    def exp(self, x: Any) -> Any: ...
+
+    def log(self, x: Any) -> Any: ...
+
+    def sum(self, x: Any, axis: int) -> Any: ...
+
+    def cumsum(self, x: Any, axis: int) -> Any: ...
+
+    def argmax(self, x: Any, axis: int) -> Any:
+        """int32 indices; the first of equal maxima."""
+
+    def top_k(self, x: Any, k: int) -> tuple[Any, Any]:
+        """The ``k`` largest values along the last axis, largest first, and their int32 indices."""
+
+    def take_rows(self, x: Any, indices: Any) -> Any:
+        """``x[indices]``: rows of the first axis."""
+
+    def take_along_last(self, x: Any, indices: Any) -> Any:
+        """``x[b, indices[b, j]]`` for a 2-D ``x`` and 2-D int32 ``indices``."""
+
+    def any(self, x: Any) -> Any:
+        """A scalar bool: is any element true."""
+
+    def all(self, x: Any) -> Any:
+        """A scalar bool: are all elements true."""
+
 
 class NumpyOps:
     """The reference adapter."""
@@ -65,3 +100,47 @@ class NumpyOps:
 
     def expand_last(self, x: np.ndarray) -> np.ndarray:
         return x[..., None]
+
+    def cast(self, x: Any, dtype: str) -> np.ndarray:
+        return np.asarray(x).astype(dtype)
+
+    def full(self, shape: tuple[int, ...], value: Any, dtype: str) -> np.ndarray:
+        return np.full(shape, value, dtype=dtype)
+
+    def reshape(self, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return np.reshape(x, shape)
+
+    def concat(self, xs: list[Any], axis: int) -> np.ndarray:
+        return np.concatenate(xs, axis=axis)
+
+    def exp(self, x: np.ndarray) -> np.ndarray:
+        return np.exp(x)
+
+    def log(self, x: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            return np.log(x)
+
+    def sum(self, x: np.ndarray, axis: int) -> np.ndarray:
+        return np.sum(x, axis=axis)
+
+    def cumsum(self, x: np.ndarray, axis: int) -> np.ndarray:
+        return np.cumsum(x, axis=axis, dtype=np.int32)
+
+    def argmax(self, x: np.ndarray, axis: int) -> np.ndarray:
+        return np.argmax(x, axis=axis).astype(np.int32)
+
+    def top_k(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        indices = np.argsort(-x, axis=-1, kind="stable")[..., :k].astype(np.int32)
+        return np.take_along_axis(x, indices, axis=-1), indices
+
+    def take_rows(self, x: np.ndarray, indices: Any) -> np.ndarray:
+        return x[np.asarray(indices)]
+
+    def take_along_last(self, x: np.ndarray, indices: Any) -> np.ndarray:
+        return np.take_along_axis(x, np.asarray(indices), axis=-1)
+
+    def any(self, x: np.ndarray) -> np.ndarray:
+        return np.any(x)
+
+    def all(self, x: np.ndarray) -> np.ndarray:
+        return np.all(x)

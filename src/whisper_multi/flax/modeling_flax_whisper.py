@@ -55,6 +55,7 @@ from ..modeling_utils import (
     shift_tokens_right,
     sinusoids,
 )
+from .generation import FlaxWhisperGenerationMixin
 from .loading import FlaxPreTrainedModelMixin
 
 LayerCache = tuple[Any, Any, Any, Any]  # (self_k, self_v, cross_k, cross_v); the cross pair may be None
@@ -1086,7 +1087,7 @@ class FlaxWhisperForConditionalGenerationModule(nn.Module):
         return output if return_dict else output.to_tuple()
 
 
-class FlaxWhisperForConditionalGeneration(FlaxWhisperPreTrainedModel):
+class FlaxWhisperForConditionalGeneration(FlaxWhisperGenerationMixin, FlaxWhisperPreTrainedModel):
     """Speech to text: ``FlaxWhisperModel`` plus the vocabulary projection ``proj_out``, tied to the token embedding.
 
     ``jit_encode(params, input_features)`` and ``jit_decode_step(params, tokens, cache, encoder_states,

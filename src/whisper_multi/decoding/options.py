@@ -1,0 +1,321 @@
+"""Turn ``generate``'s arguments into what decoding needs: the forced prefix and a fixed ``DecodingPlan``.
+
+The arguments are Transformers' (``language``, ``task``, ``is_multilingual``, ``return_timestamps``, ``prompt_ids``,
+``forced_decoder_ids``, ``max_new_tokens`` / ``max_length``, ``num_beams``, ``do_sample`` / ``temperature``, ...),
+read against a ``WhisperGenerationConfig``. The prefix is openai-whisper's sequence: an optional prompt
+(``<|startofprev|>`` and its tokens), ``<|startoftranscript|>``, the language and task tokens of a multilingual model,
+and ``<|notimestamps|>`` unless timestamps are asked for. A language left open on a multilingual model is detected
+per item before decoding (``needs_language_detection``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from ..configuration import WhisperGenerationConfig
+from ..errors import InputError
+from ..special_tokens import SpecialTokens, normalize_language, normalize_task, special_tokens_for_vocab
+from .rules import LogitRules
+
+
+@dataclass(frozen=True)
+class DecodingPlan:
+    """Everything fixed for one decoding run; hashable, so a compiled search is reused while it stays the same.
+
+    ``max_length`` is the length of the token buffer (prefix plus the most tokens to generate); ``sot_index`` is
+    where ``<|startoftranscript|>`` sits in the prefix (after a prompt), the position whose next-token distribution
+    gives the no-speech probability. ``temperature`` > 0 samples; otherwise the search is greedy (one beam) or a beam
+    search. ``length_penalty``: None ranks finished beams by log-probability per token, a number ``a`` by
+    log-probability / ((5 + length) / 6) ** a (openai-whisper's ranking; faster-whisper's default is the former).
+    """
+
+    rules: LogitRules
+    prefix_length: int
+    max_length: int
+    sot_index: int
+    eot: int
+    pad: int
+    no_speech: int
+    num_beams: int = 1
+    temperature: float = 0.0
+    length_penalty: float | None = None
+    output_scores: bool = False
+
+    @property
+    def sampling(self) -> bool:
+        return self.temperature > 0.0
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.max_length - self.prefix_length
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """The resolved arguments of one ``generate`` call, before languages are detected."""
+
+    special: SpecialTokens
+    batch_size: int
+    languages: tuple[int | None, ...]  # a language token per item; None: detect it (multilingual models only)
+    task: int | None  # the task token, or None for an English-only model
+    timestamps: bool
+    prompt: tuple[int, ...]  # <|startofprev|> and the prompt tokens, or empty
+    max_new_tokens: int
+    num_beams: int
+    temperature: float
+    length_penalty: float | None
+    output_scores: bool
+    suppress_tokens: tuple[int, ...]
+    begin_suppress_tokens: tuple[int, ...]
+    max_initial_timestamp_index: int | None
+    pad: int
+
+    @property
+    def needs_language_detection(self) -> bool:
+        return any(token is None for token in self.languages)
+
+    @property
+    def prefix_length(self) -> int:
+        language_and_task = 0 if self.task is None else 2
+        return len(self.prompt) + 1 + language_and_task + (0 if self.timestamps else 1)
+
+    def prefix(self, detected: Sequence[int] | None = None) -> np.ndarray:
+        """The forced prefix (batch, prefix_length) int32; ``detected`` fills the languages left open."""
+        rows = []
+        for index, language in enumerate(self.languages):
+            row = [*self.prompt, self.special.sot]
+            if self.task is not None:
+                if language is None:
+                    if detected is None:
+                        raise InputError(f"item {index} has no language: detect it first (detect_language)")
+                    language = int(detected[index])
+                row += [language, self.task]
+            if not self.timestamps:
+                row.append(self.special.no_timestamps)
+            rows.append(row)
+        return np.asarray(rows, dtype=np.int32)
+
+    def plan(self) -> DecodingPlan:
+        prefix_length = self.prefix_length
+        rules = LogitRules(
+            vocab_size=self.special.vocab_size,
+            sample_begin=prefix_length,
+            eot=self.special.eot,
+            suppress_tokens=self.suppress_tokens,
+            begin_suppress_tokens=self.begin_suppress_tokens,
+            timestamp_begin=self.special.timestamp_begin if self.timestamps else None,
+            no_timestamps=self.special.no_timestamps,
+            max_initial_timestamp_index=self.max_initial_timestamp_index if self.timestamps else None,
+        )
+        return DecodingPlan(
+            rules=rules,
+            prefix_length=prefix_length,
+            max_length=prefix_length + self.max_new_tokens,
+            sot_index=len(self.prompt),
+            eot=self.special.eot,
+            pad=self.pad,
+            no_speech=self.special.no_speech,
+            num_beams=self.num_beams,
+            temperature=self.temperature,
+            length_penalty=self.length_penalty,
+            output_scores=self.output_scores,
+        )
+
+
+def _token_list(value: Any) -> list[int]:
+    """Token ids from a list, numpy array or framework tensor (1-D, or 2-D with one row)."""
+    array = np.asarray(value.numpy() if hasattr(value, "numpy") and not isinstance(value, np.ndarray) else value)
+    if array.ndim == 2 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 1:
+        raise InputError(f"prompt_ids must be one sequence of token ids, got shape {array.shape}")
+    return [int(token) for token in array]
+
+
+def _language_token(language: str, special: SpecialTokens, generation_config: WhisperGenerationConfig) -> int:
+    code = normalize_language(language)
+    name = f"<|{code}|>"
+    lang_to_id = getattr(generation_config, "lang_to_id", None) or {}
+    if lang_to_id and name not in lang_to_id:
+        raise InputError(f"language {language!r} ({name}) is not in this model's generation_config.lang_to_id")
+    return int(lang_to_id.get(name, special.language_token(code)))
+
+
+def _from_forced_decoder_ids(
+    forced_decoder_ids: Sequence[Sequence[Any]], special: SpecialTokens
+) -> tuple[str | None, str | None, bool | None]:
+    """(language token text, task, no-timestamps) read from old-style ``forced_decoder_ids``; a language forced as
+    None is left open (detected)."""
+    language = task = None
+    no_timestamps: bool | None = None
+    by_id = {token: name for name, token in special.lang_to_id.items()}
+    for position, (index, token) in enumerate(sorted((int(i), t) for i, t in forced_decoder_ids)):
+        if index != position + 1:
+            raise InputError(f"forced_decoder_ids must force positions 1, 2, ... in order, got {forced_decoder_ids}")
+        if token is None:
+            continue
+        if int(token) in by_id:
+            language = by_id[int(token)]
+        elif int(token) == special.transcribe:
+            task = "transcribe"
+        elif int(token) == special.translate:
+            task = "translate"
+        elif int(token) == special.no_timestamps:
+            no_timestamps = True
+        else:
+            raise InputError(
+                f"forced_decoder_ids forces token {token}, which is not a language, task or timestamp flag"
+            )
+    return language, task, no_timestamps
+
+
+def resolve_request(
+    generation_config: WhisperGenerationConfig,
+    vocab_size: int,
+    max_target_positions: int,
+    batch_size: int,
+    *,
+    language: str | Sequence[str | None] | None = None,
+    task: str | None = None,
+    is_multilingual: bool | None = None,
+    return_timestamps: bool | None = None,
+    prompt_ids: Any = None,
+    prompt_condition_type: str | None = None,
+    forced_decoder_ids: Sequence[Sequence[Any]] | None = None,
+    max_new_tokens: int | None = None,
+    max_length: int | None = None,
+    num_beams: int | None = None,
+    do_sample: bool | None = None,
+    temperature: float | None = None,
+    length_penalty: float | None = None,
+    output_scores: bool = False,
+    suppress_tokens: Sequence[int] | None = None,
+    begin_suppress_tokens: Sequence[int] | None = None,
+    max_initial_timestamp_index: int | None = None,
+) -> GenerationRequest:
+    """Check and resolve ``generate``'s arguments (Transformers' names and precedence) into a request."""
+    special = special_tokens_for_vocab(vocab_size)
+    config = generation_config
+    multilingual = bool(getattr(config, "is_multilingual", special.is_multilingual))
+    if is_multilingual is not None:
+        multilingual = is_multilingual
+    if multilingual and not special.is_multilingual:
+        raise InputError(f"is_multilingual=True, but the vocabulary of {vocab_size} tokens is English-only")
+    if prompt_condition_type not in (None, "first-segment", "all-segments"):
+        raise InputError(f"prompt_condition_type {prompt_condition_type!r}; expected 'first-segment' or 'all-segments'")
+
+    # forced_decoder_ids (the old way to choose language and task) count only when neither is given.
+    forced = forced_decoder_ids if forced_decoder_ids is not None else getattr(config, "forced_decoder_ids", None)
+    forced_no_timestamps = None
+    if forced and language is None and task is None:
+        language, task, forced_no_timestamps = _from_forced_decoder_ids(forced, special)
+    timestamps = bool(getattr(config, "return_timestamps", False)) if return_timestamps is None else return_timestamps
+    if return_timestamps is None and forced_no_timestamps:
+        timestamps = False
+
+    languages = _resolve_languages(language, batch_size, multilingual, special, config)
+    task_token = None
+    if multilingual:
+        task_token = special.task_to_id[normalize_task(task or "transcribe")]
+    elif task is not None and normalize_task(task) != "transcribe":
+        raise InputError(f"task {task!r} needs a multilingual model; this one is English-only")
+
+    prompt: tuple[int, ...] = ()
+    if prompt_ids is not None:
+        tokens = _token_list(prompt_ids)
+        if not tokens or tokens[0] != special.sot_prev:
+            tokens = [special.sot_prev, *tokens]  # tokenizer.get_prompt_ids starts with <|startofprev|>
+        prompt = tuple(tokens)
+
+    sampling = _temperature(do_sample, temperature)
+    beams = 1 if num_beams is None else int(num_beams)
+    if beams < 1:
+        raise InputError(f"num_beams must be at least 1, got {num_beams}")
+    if sampling > 0.0 and beams > 1:
+        raise InputError("sampling (temperature > 0) decodes one beam; pass num_beams=1 or temperature=0")
+
+    request = GenerationRequest(
+        special=special,
+        batch_size=batch_size,
+        languages=languages,
+        task=task_token,
+        timestamps=timestamps,
+        prompt=prompt,
+        max_new_tokens=0,
+        num_beams=beams,
+        temperature=sampling,
+        length_penalty=length_penalty,
+        output_scores=output_scores,
+        suppress_tokens=tuple(
+            int(t) for t in (suppress_tokens if suppress_tokens is not None else config.suppress_tokens or ())
+        ),
+        begin_suppress_tokens=tuple(
+            int(t)
+            for t in (
+                begin_suppress_tokens if begin_suppress_tokens is not None else config.begin_suppress_tokens or ()
+            )
+        ),
+        max_initial_timestamp_index=(
+            max_initial_timestamp_index
+            if max_initial_timestamp_index is not None
+            else getattr(config, "max_initial_timestamp_index", None)
+        ),
+        pad=int(config.pad_token_id if config.pad_token_id is not None else special.eot),
+    )
+    budget = _new_token_budget(request.prefix_length, max_new_tokens, max_length, config, max_target_positions)
+    return replace(request, max_new_tokens=budget)
+
+
+def _resolve_languages(
+    language: str | Sequence[str | None] | None,
+    batch_size: int,
+    multilingual: bool,
+    special: SpecialTokens,
+    config: WhisperGenerationConfig,
+) -> tuple[int | None, ...]:
+    items = list(language) if isinstance(language, (list, tuple)) else [language] * batch_size
+    if len(items) != batch_size:
+        raise InputError(f"language has {len(items)} entries for a batch of {batch_size}; pass one or one per item")
+    if not multilingual:
+        for item in items:
+            if item is not None and normalize_language(item) != "en":
+                raise InputError(f"language {item!r} needs a multilingual model; this one is English-only")
+        return tuple(0 for _ in items)  # unused: an English-only prefix has no language token
+    return tuple(None if item is None else _language_token(item, special, config) for item in items)
+
+
+def _temperature(do_sample: bool | None, temperature: float | None) -> float:
+    """Whisper's rule (Transformers' Whisper and openai-whisper): a temperature above 0 samples, whatever
+    ``do_sample`` says; ``do_sample=True`` without a temperature samples at 1; otherwise decoding is greedy (or a
+    beam search)."""
+    if temperature is not None:
+        if temperature < 0:
+            raise InputError(f"temperature must be >= 0, got {temperature}")
+        return float(temperature)
+    return 1.0 if do_sample else 0.0
+
+
+def _new_token_budget(
+    prefix_length: int,
+    max_new_tokens: int | None,
+    max_length: int | None,
+    config: WhisperGenerationConfig,
+    max_target_positions: int,
+) -> int:
+    if max_new_tokens is not None:
+        budget = int(max_new_tokens)
+    else:
+        total = int(max_length if max_length is not None else getattr(config, "max_length", max_target_positions))
+        budget = min(total, max_target_positions) - prefix_length
+    if budget < 1:
+        raise InputError(f"nothing to generate: the prefix has {prefix_length} tokens and the budget is {budget}")
+    if prefix_length + budget > max_target_positions:
+        raise InputError(
+            f"the prefix ({prefix_length} tokens) plus max_new_tokens ({budget}) is {prefix_length + budget}, more "
+            f"than the decoder's max_target_positions ({max_target_positions})"
+        )
+    return budget
