@@ -228,7 +228,9 @@ def test_generation_config_for_large_v3_and_english_only() -> None:
     assert v3.lang_to_id["<|yue|>"] == 50358 and v3.task_to_id == {"translate": 50359, "transcribe": 50360}
     assert v3.no_timestamps_token_id == 50364
     english = WhisperGenerationConfig.from_model_config(WhisperConfig.from_preset("tiny.en"))
-    assert english.is_multilingual is False and english.lang_to_id == {}
+    assert english.is_multilingual is False and english.lang_to_id is None
+    # Absent from the file: Transformers takes an empty lang_to_id for "detect the language" and forces token 0.
+    assert "lang_to_id" not in english.to_dict() and "task_to_id" not in english.to_dict()
     assert english.no_timestamps_token_id == 50362 and english.decoder_start_token_id == 50257
 
 

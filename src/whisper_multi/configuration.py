@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -100,6 +101,12 @@ class _JsonConfig:
     def __init__(self, **kwargs: Any) -> None:
         for key, default in self._defaults.items():
             setattr(self, key, copy.deepcopy(kwargs.pop(key, default)))
+        for key in kwargs:
+            if key == "_extra" or hasattr(type(self), key):  # a method or property: setting it would break the class
+                raise ConfigError(
+                    f"{key!r} is not a {type(self).__name__} field but the name of one of its attributes; "
+                    f"expected a field name or a new key"
+                )
         # Unknown keys are kept verbatim so a file round-trips unchanged.
         self._extra: dict[str, Any] = dict(kwargs)
         for key, value in kwargs.items():
@@ -162,6 +169,8 @@ class WhisperConfig(_JsonConfig):
     """
 
     model_type = "whisper"
+    # Transformers' aliases: accepted as arguments, read back through the properties below.
+    attribute_map: ClassVar[dict[str, str]] = {"hidden_size": "d_model", "num_attention_heads": "encoder_attention_heads"}  # fmt: skip
     _defaults: ClassVar[dict[str, Any]] = {
         "vocab_size": 51865,
         "num_mel_bins": 80,
@@ -215,6 +224,12 @@ class WhisperConfig(_JsonConfig):
 
     def __init__(self, **kwargs: Any) -> None:
         num_labels = kwargs.pop("num_labels", None)
+        for alias, name in self.attribute_map.items():  # Transformers' aliases, read-only properties here
+            if alias in kwargs:
+                value = kwargs.pop(alias)
+                if name in kwargs and kwargs[name] != value:
+                    raise ConfigError(f"{alias}={value!r} disagrees with {name}={kwargs[name]!r}; expected one value")
+                kwargs[name] = value
         super().__init__(**kwargs)
         if self.num_hidden_layers is None:
             self.num_hidden_layers = self.encoder_layers
@@ -226,7 +241,12 @@ class WhisperConfig(_JsonConfig):
         if self.id2label is not None:
             if not isinstance(self.id2label, dict):
                 raise ConfigError(f"id2label must be a dict of index to label, got {type(self.id2label).__name__}")
-            self.id2label = {int(key): str(value) for key, value in self.id2label.items()}
+            try:
+                self.id2label = {int(key): str(value) for key, value in self.id2label.items()}
+            except (TypeError, ValueError) as error:
+                raise ConfigError(
+                    f"id2label keys must be integer class indices, got {list(self.id2label)[:10]!r}"
+                ) from error
         if self.id2label is None:
             count = 2 if num_labels is None else num_labels
             if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
@@ -234,10 +254,17 @@ class WhisperConfig(_JsonConfig):
             self.id2label = {i: f"LABEL_{i}" for i in range(count)}
         elif num_labels is not None and num_labels != len(self.id2label):
             raise ConfigError(f"num_labels={num_labels} disagrees with id2label, which has {len(self.id2label)} labels")
+        if self.label2id is not None and not isinstance(self.label2id, dict):
+            raise ConfigError(f"label2id must be a dict of label to index, got {type(self.label2id).__name__}")
         if self.label2id is None or len(self.label2id) != len(self.id2label):
             self.label2id = {label: index for index, label in self.id2label.items()}
         else:
-            self.label2id = {str(key): int(value) for key, value in self.label2id.items()}
+            try:
+                self.label2id = {str(key): int(value) for key, value in self.label2id.items()}
+            except (TypeError, ValueError) as error:
+                raise ConfigError(
+                    f"label2id values must be integer class indices, got {list(self.label2id.values())[:10]!r}"
+                ) from error
 
     @property
     def num_labels(self) -> int:
@@ -270,6 +297,13 @@ class WhisperConfig(_JsonConfig):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be a probability between 0 and 1, got {value!r}")
+        for name in ("use_cache", "is_encoder_decoder", "scale_embedding", "use_weighted_layer_sum",
+                     "apply_spec_augment", "tie_word_embeddings"):  # fmt: skip
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        init_std = self.init_std
+        if not isinstance(init_std, (int, float)) or isinstance(init_std, bool) or not 0.0 <= init_std < math.inf:
+            raise ConfigError(f"init_std must be a non-negative number, got {init_std!r}")
         for name in ("mask_time_length", "mask_time_min_masks", "mask_feature_length", "mask_feature_min_masks"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -298,7 +332,12 @@ class WhisperConfig(_JsonConfig):
         data = super().to_dict()
         data["id2label"] = {str(key): value for key, value in self.id2label.items()}
         data["model_type"] = "whisper"
-        return {key: value for key, value in data.items() if value is not None or key in ("suppress_tokens",)}
+        # None is written where the default is not None, so that reading the file back gives None again.
+        return {
+            key: value
+            for key, value in data.items()
+            if value is not None or key == "suppress_tokens" or self._defaults.get(key) is not None
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> WhisperConfig:
@@ -359,8 +398,8 @@ class WhisperGenerationConfig(_JsonConfig):
         "forced_decoder_ids": None,
         "alignment_heads": None,
         "is_multilingual": True,
-        "lang_to_id": {},
-        "task_to_id": {},
+        "lang_to_id": None,  # absent for English-only models: Transformers reads {} as "detect the language"
+        "task_to_id": None,
         "no_timestamps_token_id": 50363,
         "prev_sot_token_id": 50361,
         "max_initial_timestamp_index": 50,
@@ -381,8 +420,8 @@ class WhisperGenerationConfig(_JsonConfig):
             "begin_suppress_tokens": list(config.begin_suppress_tokens or []),
             "suppress_tokens": list(config.suppress_tokens or []),
             "is_multilingual": special.is_multilingual,
-            "lang_to_id": special.lang_to_id if special.is_multilingual else {},
-            "task_to_id": special.task_to_id if special.is_multilingual else {},
+            "lang_to_id": special.lang_to_id if special.is_multilingual else None,
+            "task_to_id": special.task_to_id if special.is_multilingual else None,
             "no_timestamps_token_id": special.no_timestamps,
             "prev_sot_token_id": special.sot_prev,
             "median_filter_width": config.median_filter_width,
