@@ -40,6 +40,7 @@ N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 frames in a mel spectrogram input
 
 LOG_FLOOR = 1e-10  # smallest mel power before log10, so silence gives -10 and not -inf
 DYNAMIC_RANGE = 8.0  # log10 units kept below each example's loudest bin (80 dB)
+MAX_ABS_SAMPLE = 1e12  # far above any PCM scale (int32 is 2.1e9); (N_FFT * 1e12)² still fits float32 power
 NORMALIZE_EPSILON = 1e-7  # added to the variance by do_normalize, as Transformers does
 FRAMES_PER_BLOCK = 128  # STFT frames windowed and transformed at once: ~400 KB of float64, which stays in cache
 
@@ -301,6 +302,12 @@ def _check_samples(waveform: np.ndarray, where: str) -> None:
     if not np.isfinite(waveform).all():
         first = int(np.flatnonzero(~np.isfinite(waveform))[0])
         raise InputError(f"{where} has a non-finite sample ({waveform[first]}) at index {first}; expected finite audio")
+    peak = float(np.abs(waveform).max())
+    if peak > MAX_ABS_SAMPLE:
+        raise InputError(
+            f"{where} has a sample of magnitude {peak:.3g}; expected audio in [-1, 1] (at most {MAX_ABS_SAMPLE:.0e}: "
+            "larger samples overflow the float32 power spectrum)"
+        )
 
 
 def _is_sequence_of_items(raw_speech: Sequence[Any]) -> bool:

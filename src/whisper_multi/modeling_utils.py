@@ -7,7 +7,7 @@ their answers into its own tensors. Errors name the value received and the value
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,6 +77,47 @@ def check_decoder_length(past_length: int, length: int, config: Any, name: str =
 def check_token_ids_shape(shape: Sequence[int], name: str = "decoder_input_ids") -> None:
     if len(shape) != 2:
         raise InputError(f"{name} must have shape (batch, sequence_length), got shape {tuple(shape)}")
+
+
+_FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
+_INTEGER_DTYPES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
+
+
+def dtype_name(dtype: Any) -> str:
+    """The dtype's name ("float32") for numpy, TensorFlow, JAX and PyTorch dtypes alike (torch's have no ``name``)."""
+    name = getattr(dtype, "name", None)
+    return name if isinstance(name, str) else str(dtype).removeprefix("torch.")
+
+
+def check_input_features_dtype(dtype: Any) -> None:
+    """Refuse integer, boolean or complex input features: log-mel features are real numbers."""
+    if dtype_name(dtype) not in _FLOAT_DTYPES:
+        raise InputError(
+            f"input_features has dtype {dtype_name(dtype)}; expected floating-point log-mel features "
+            f"({', '.join(sorted(_FLOAT_DTYPES))}), as the feature extractor returns them"
+        )
+
+
+def check_token_ids_values(
+    dtype: Any, id_range: Callable[[], tuple[int, int] | None], vocab_size: int, name: str = "decoder_input_ids"
+) -> None:
+    """Refuse token ids that are not integers or lie outside [0, vocab_size).
+
+    ``id_range()`` gives the (smallest, largest) id, or None where the values cannot be read (inside a compiled
+    graph). Unchecked, an embedding lookup of such an id fails with an opaque index error, or silently reads
+    garbage on accelerators.
+    """
+    if dtype_name(dtype) not in _INTEGER_DTYPES:
+        raise InputError(f"{name} has dtype {dtype_name(dtype)}; expected integer token ids (int32 or int64)")
+    found_range = id_range()
+    if found_range is None:
+        return
+    lowest, highest = found_range
+    if lowest < 0 or highest >= vocab_size:
+        found = lowest if lowest < 0 else highest
+        raise InputError(
+            f"{name} holds token id {found}; expected ids from 0 to {vocab_size - 1} (vocab_size={vocab_size})"
+        )
 
 
 def check_head_mask_shape(shape: Sequence[int], layers: int, heads: int, name: str) -> None:

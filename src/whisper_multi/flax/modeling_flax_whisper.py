@@ -48,8 +48,10 @@ from ..modeling_utils import (
     check_cache_length,
     check_decoder_length,
     check_head_mask_shape,
+    check_input_features_dtype,
     check_input_features_shape,
     check_token_ids_shape,
+    check_token_ids_values,
     compute_mask_indices,
     expected_num_frames,
     shift_tokens_right,
@@ -86,6 +88,14 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "swish": jax.nn.silu,
     "tanh": jnp.tanh,
 }
+
+
+def _token_id_range(ids: jax.Array) -> tuple[int, int] | None:
+    """The smallest and largest token id; None inside a compiled graph, where reading values would break it."""
+    if isinstance(ids, jax.core.Tracer) or ids.size == 0:
+        return None
+    values = np.asarray(ids)  # numpy: a jnp reduction would itself be traced when a jit is being built
+    return int(values.min()), int(values.max())
 
 
 def _config_flag(config: WhisperConfig, name: str, value: bool | None, default: bool) -> bool:
@@ -609,6 +619,7 @@ class FlaxWhisperEncoder(nn.Module):
         output_hidden_states = _config_flag(self.config, "output_hidden_states", output_hidden_states, False)
         return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
         check_input_features_shape(input_features.shape, self.config)
+        check_input_features_dtype(input_features.dtype)
         if head_mask is not None:
             check_head_mask_shape(head_mask.shape, self.config.encoder_layers, self.config.encoder_attention_heads, "head_mask")  # fmt: skip
         input_features = input_features.astype(self.dtype)
@@ -748,6 +759,7 @@ class FlaxWhisperDecoder(nn.Module):
             raise InputError("pass exactly one of decoder_input_ids and decoder_inputs_embeds")
         if inputs_embeds is None:
             check_token_ids_shape(input_ids.shape)
+            check_token_ids_values(input_ids.dtype, lambda: _token_id_range(input_ids), self.config.vocab_size)
             inputs_embeds = self.embed_tokens(input_ids)
             if self.padding_idx is not None:
                 # PyTorch's padding_idx: looking up the pad token sends no gradient to its row.

@@ -29,8 +29,10 @@ from ..modeling_utils import (
     check_cache_length,
     check_decoder_length,
     check_head_mask_shape,
+    check_input_features_dtype,
     check_input_features_shape,
     check_token_ids_shape,
+    check_token_ids_values,
     compute_mask_indices,
     shift_tokens_right,
     sinusoids,
@@ -70,6 +72,14 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "swish": F.silu,
     "tanh": torch.tanh,
 }
+
+
+def _token_id_range(ids: torch.Tensor) -> tuple[int, int] | None:
+    """The smallest and largest token id; None inside a compiled graph, where reading values would break it."""
+    if ids.numel() == 0 or torch.compiler.is_compiling():
+        return None
+    lowest, highest = torch.aminmax(ids)
+    return int(lowest), int(highest)
 
 
 def _config_flag(config: WhisperConfig, name: str, value: bool | None, default: bool) -> bool:
@@ -146,8 +156,11 @@ class WhisperAttention(nn.Module):
         if cache_position is None:
             # Dynamic cache: the new positions follow the cached ones.
             return torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
-        # Static cache: the pair is preallocated; write the new positions in place of zeros.
-        return past_k.index_copy(2, cache_position, k), past_v.index_copy(2, cache_position, v)
+        # Static cache: the pair is preallocated; write the new positions in place of zeros. Without gradients the
+        # write is in place (a copy of the whole cache per step otherwise dominates a decoding step).
+        if torch.is_grad_enabled():
+            return past_k.index_copy(2, cache_position, k), past_v.index_copy(2, cache_position, v)
+        return past_k.index_copy_(2, cache_position, k), past_v.index_copy_(2, cache_position, v)
 
     def _attend(
         self,
@@ -439,6 +452,7 @@ class WhisperEncoder(WhisperPreTrainedModel):
         output_hidden_states = _config_flag(self.config, "output_hidden_states", output_hidden_states, False)
         return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
         check_input_features_shape(input_features.shape, self.config)
+        check_input_features_dtype(input_features.dtype)
         if head_mask is not None:
             check_head_mask_shape(head_mask.shape, len(self.layers), self.config.encoder_attention_heads, "head_mask")
         input_features = input_features.to(self.conv1.weight.dtype)
@@ -496,7 +510,9 @@ class WhisperDecoder(WhisperPreTrainedModel):
     def init_cache(self, batch_size: int, max_length: int | None = None) -> Cache:
         """A static cache: zeros for ``max_length`` self-attention positions, cross pairs filled at the first step.
 
-        Decode with it by passing ``cache_position`` (the positions being written) at every step.
+        Decode with it by passing ``cache_position`` (the positions being written) at every step. Without gradients
+        (under ``torch.no_grad``) the self-attention pairs are written in place: the returned cache holds the same
+        tensors.
         """
         max_length = self.max_target_positions if max_length is None else max_length
         check_decoder_length(0, max_length, self.config, name="the static cache")
@@ -562,6 +578,7 @@ class WhisperDecoder(WhisperPreTrainedModel):
             raise InputError("pass exactly one of decoder_input_ids and decoder_inputs_embeds")
         if inputs_embeds is None:
             check_token_ids_shape(input_ids.shape)
+            check_token_ids_values(input_ids.dtype, lambda: _token_id_range(input_ids), self.config.vocab_size)
             inputs_embeds = self.embed_tokens(input_ids)
         batch_size, length = inputs_embeds.shape[0], inputs_embeds.shape[1]
         for mask, name in ((head_mask, "decoder_head_mask"), (cross_attn_head_mask, "cross_attn_head_mask")):

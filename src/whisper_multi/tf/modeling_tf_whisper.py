@@ -37,8 +37,10 @@ from ..modeling_utils import (
     check_cache_length,
     check_decoder_length,
     check_head_mask_shape,
+    check_input_features_dtype,
     check_input_features_shape,
     check_token_ids_shape,
+    check_token_ids_values,
     compute_mask_indices,
     shift_tokens_right,
     sinusoids,
@@ -84,6 +86,13 @@ ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "swish": tf.nn.silu,
     "tanh": tf.tanh,
 }
+
+
+def _token_id_range(ids: Any) -> tuple[int, int] | None:
+    """The smallest and largest token id; None inside a compiled graph, where reading values would break it."""
+    if not tf.executing_eagerly() or int(tf.size(ids)) == 0:
+        return None
+    return int(tf.reduce_min(ids)), int(tf.reduce_max(ids))
 
 
 def _config_flag(config: WhisperConfig, name: str, value: bool | None, default: bool) -> bool:
@@ -627,6 +636,7 @@ class TFWhisperEncoder(TFWhisperPreTrainedModel):
         output_hidden_states = _config_flag(self.config, "output_hidden_states", output_hidden_states, False)
         return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
         check_input_features_shape(_checked_shape(input_features), self.config)
+        check_input_features_dtype(input_features.dtype)
         if head_mask is not None:
             check_head_mask_shape(head_mask.shape, len(self.layers), self.config.encoder_attention_heads, "head_mask")
         input_features = tf.cast(input_features, self.compute_dtype)
@@ -763,6 +773,7 @@ class TFWhisperDecoder(TFWhisperPreTrainedModel):
             raise InputError("pass exactly one of decoder_input_ids and decoder_inputs_embeds")
         if inputs_embeds is None:
             check_token_ids_shape(input_ids.shape)
+            check_token_ids_values(input_ids.dtype, lambda: _token_id_range(input_ids), self.config.vocab_size)
             inputs_embeds = self.embed_tokens(input_ids)
         batch_size, length = _shape(inputs_embeds)[0], inputs_embeds.shape[1]
         for mask, name in ((head_mask, "decoder_head_mask"), (cross_attn_head_mask, "cross_attn_head_mask")):

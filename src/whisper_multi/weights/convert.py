@@ -3,7 +3,8 @@
 A source is detected from its files and read into canonical tensors (memory-mapped where the format allows); a
 target is written into a temporary directory beside the destination, which is renamed into place only once
 everything is written. Any failure, KeyboardInterrupt included, removes the temporary directory and leaves the
-destination as it was.
+destination as it was. A run killed outright (SIGKILL, power loss) cannot clean up: its temporary directory carries
+its process id, and the next conversion to the same destination removes it once that process is gone.
 
 Every target directory also carries what ``from_pretrained`` needs besides the weights: ``config.json`` (except
 CTranslate2, whose ``config.json`` is its own), ``generation_config.json``, ``preprocessor_config.json`` and the
@@ -13,6 +14,7 @@ tokenizer files.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -221,18 +223,59 @@ def _check_paths(source: Path | None, destination: Path, overwrite: bool) -> Non
         raise CheckpointError(f"the destination {destination} already exists; pass --overwrite to replace it")
 
 
+def _staging_prefix(destination: Path, pid: int) -> str:
+    # The owner's pid is in the name, so a later run can tell a killed run's leftovers from a live run's.
+    return f".{destination.name}.{pid}."
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists but belongs to someone else
+    return True
+
+
+def clean_stale_staging(destination: Path) -> list[Path]:
+    """Remove what killed conversions to ``destination`` left beside it; return the paths removed.
+
+    A ``.converting`` directory of a dead process is a partial output and is deleted. A ``.replaced`` directory holds
+    the previous destination while it is swapped for the new one: if the process died between the two renames, the
+    destination is missing and is put back; otherwise the old copy is deleted. Live processes' directories are kept.
+    """
+    pattern = re.compile(rf"\.{re.escape(destination.name)}\.(\d+)\.[^/]*\.(converting|replaced)")
+    removed: list[Path] = []
+    try:
+        entries = list(destination.parent.iterdir())
+    except OSError:
+        return removed  # no parent yet: nothing was left there
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or not entry.is_dir() or entry.is_symlink() or _process_alive(int(match.group(1))):
+            continue
+        kept = entry / destination.name
+        if match.group(2) == "replaced" and kept.is_dir() and not destination.exists():
+            os.replace(kept, destination)
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
 @contextmanager
 def _staging(destination: Path) -> Iterator[Path]:
     """A temporary directory beside ``destination``, renamed onto it on success and removed on any failure."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".converting", dir=destination.parent))
+    prefix = _staging_prefix(destination, os.getpid())
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".converting", dir=destination.parent))
     try:
         yield tmp
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary directory
         if destination.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", suffix=".replaced", dir=destination.parent))
+            old = Path(tempfile.mkdtemp(prefix=prefix, suffix=".replaced", dir=destination.parent))
             os.replace(destination, old / destination.name)
             os.replace(tmp, destination)
             shutil.rmtree(old, ignore_errors=True)
@@ -468,6 +511,7 @@ def convert(
     if to not in TARGETS:
         raise CheckpointError(f"unknown target {to!r}; expected one of {', '.join(TARGETS)}")
     destination = Path(destination)
+    clean_stale_staging(destination)  # a killed earlier run's partial output, or its swapped-out destination
     _check_paths(Path(source) if source is not None else None, destination, overwrite)
     checkpoint = read_checkpoint(source, package=package)
     with _staging(destination) as tmp:

@@ -186,25 +186,42 @@ def load_torch_file(path: Path) -> Any:
 
     import torch
 
+    # A damaged file can fail anywhere inside torch's reader (IndexError, struct.error, ...): every failure is
+    # reported as the file being unreadable.
     try:
         return torch.load(path, weights_only=True, map_location="cpu", mmap=True)
-    except RuntimeError as error:
-        if "mmap" not in str(error):
-            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {error}") from error
     except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{path} is refused: it is not a plain weights file (its pickle asks to run code, which weights_only "
-            f"loading forbids and nothing was executed): {str(error).splitlines()[0]}"
-        ) from error
-    except (OSError, EOFError, ValueError, KeyError) as error:
-        raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {error}") from error
+        raise _unpickling_error(path, error) from error
+    except Exception as error:
+        if not (isinstance(error, RuntimeError) and "mmap" in str(error)):
+            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {_describe(error)}") from error
     # Files in the legacy (pre-zip) format cannot be memory-mapped; they are read whole, still without code.
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as error:
-        raise CheckpointError(f"{path} is refused: its pickle asks to run code; nothing was executed") from error
-    except (RuntimeError, OSError, EOFError, ValueError) as error:
-        raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {error}") from error
+        raise _unpickling_error(path, error) from error
+    except Exception as error:
+        raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {_describe(error)}") from error
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _unpickling_error(path: Path, error: Exception) -> CheckpointError:
+    """weights_only refuses both a pickle that imports code and one that is not a pickle at all: tell them apart."""
+    text = str(error)
+    details = text.split("WeightsUnpickler error:")[-1]
+    reason = next((line.strip() for line in details.splitlines() if line.strip()), text)
+    if "GLOBAL" in text:  # "Trying to load unsupported GLOBAL posix.mkdir ...": the pickle imports a callable
+        return CheckpointError(
+            f"{path} is refused: it is not a plain weights file (its pickle asks to run code, which weights_only "
+            f"loading forbids and nothing was executed): {reason}"
+        )
+    return CheckpointError(
+        f"cannot read {path} as a PyTorch checkpoint: its pickle is corrupt or not a weights file ({reason}); "
+        "nothing was executed"
+    )
 
 
 def torch_to_numpy(tensor: Any, name: str, path: Path) -> np.ndarray:
@@ -387,10 +404,15 @@ def read_tf(directory: str | os.PathLike[str], config: WhisperConfig) -> Tensors
         except OSError as error:
             raise CheckpointError(f"cannot read {path} as HDF5: {error}") from error
         with file:
-            _refuse_links_out(file, path)
-            for name, dataset in _tf_datasets(file, path):
-                stored[name] = _h5_array(dataset, path)
-                found[name] = path
+            try:
+                _refuse_links_out(file, path)
+                for name, dataset in _tf_datasets(file, path):
+                    stored[name] = _h5_array(dataset, path)
+                    found[name] = path
+            except CheckpointError:
+                raise
+            except (RuntimeError, SystemError, OSError, KeyError, ValueError, TypeError) as error:  # h5py on damage
+                raise CheckpointError(f"cannot read {path} as HDF5 (damaged?): {error}") from error
     # Index names start with the Keras model's name, which Keras numbers per process ("..._generation_4"):
     # Transformers ignores that first component, and so do we.
     _check_sharding(index, found, directory, TF_WEIGHTS_NAME, key=lambda indexed: indexed.partition("/")[2])
@@ -597,7 +619,7 @@ def read_msgpack_tree(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             raise CheckpointError(
                 f"{path} has {len(mapped) - walk.position} bytes after its tree; expected one msgpack map"
             )
-    except (msgpack.exceptions.UnpackException, ValueError, IndexError, struct.error) as error:
+    except (msgpack.exceptions.UnpackException, ValueError, IndexError, TypeError, OverflowError, struct.error) as error:  # fmt: skip
         if isinstance(error, CheckpointError):
             raise
         raise CheckpointError(f"{path} is not a valid Flax msgpack file (truncated or corrupt?): {error}") from error

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -181,7 +181,7 @@ def parse_size(size: int | str) -> int:
         return size
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B)\s*", size, flags=re.IGNORECASE)
     if not match:
-        raise ValueError(f"cannot read size {size!r}; expected a number of bytes or a string like '2GB' or '500MB'")
+        raise ConfigError(f"cannot read size {size!r}; expected a number of bytes or a string like '2GB' or '500MB'")
     number, unit = float(match.group(1)), match.group(2).upper()
     scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
     return int(number * scale.get(unit, 2**40))

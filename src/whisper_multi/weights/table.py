@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..configuration import WhisperConfig
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 
 HEADS = ("conditional_generation", "audio_classification", "base")
 
@@ -135,7 +135,7 @@ def canonical_parameters(config: WhisperConfig, head: str = "conditional_generat
     elif head == "audio_classification":
         specs = _encoder("encoder", config) + _classification_head(config)
     else:
-        raise ValueError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
+        raise ConfigError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
     return {spec.name: spec for spec in specs}
 
 
@@ -229,9 +229,9 @@ LAYOUT_RULES: dict[str, dict[str, LayoutRule]] = {
 
 def _rule(framework: str, kind: str) -> LayoutRule:
     if framework not in LAYOUT_RULES:
-        raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(LAYOUT_RULES)}")
+        raise ConfigError(f"unknown framework {framework!r}; expected one of {', '.join(LAYOUT_RULES)}")
     if kind not in LAYOUT_RULES[framework]:
-        raise ValueError(f"no {framework} layout rule for kind {kind!r}; expected one of {', '.join(KINDS)}")
+        raise ConfigError(f"no {framework} layout rule for kind {kind!r}; expected one of {', '.join(KINDS)}")
     return LAYOUT_RULES[framework][kind]
 
 
@@ -284,7 +284,7 @@ def framework_name(spec: ParamSpec, framework: str) -> str:
     if framework == "pt":
         return spec.name
     if framework not in NAME_RULES:
-        raise ValueError(f"unknown framework {framework!r}; expected one of pt, {', '.join(NAME_RULES)}")
+        raise ConfigError(f"unknown framework {framework!r}; expected one of pt, {', '.join(NAME_RULES)}")
     rule = NAME_RULES[framework]
     module = spec.name.rpartition(".")[0] if "." in spec.name else ""
     path = module.replace(".", "/").replace("layers/", f"layers{rule.layer_separator}")
