@@ -46,6 +46,14 @@ def tests(session: nox.Session) -> None:
     _pytest(session, "tests", "--ignore=tests/peers")
 
 
+@nox.session(python=PYTHON)
+def conformance(session: nox.Session) -> None:
+    """The cross-framework parity suite; writes conformance/report/ (pass --quick for the CI selection)."""
+    _install_torch_first(session)
+    session.install(*CONSTRAINTS, "-e", ".[all,test]")
+    session.run("python", "-m", "conformance", *session.posargs)
+
+
 def _backend_session(session: nox.Session, extra: str) -> None:
     """One framework installed: its tests run, the other backends' tests report themselves skipped."""
     if extra == "torch":
@@ -101,6 +109,15 @@ def fixtures(session: nox.Session) -> None:
 
     for script in session.posargs or sorted(glob.glob("scripts/make_*_fixtures.py")):
         session.run("python", script)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The benchmark suite (benchmarks/README.md): writes benchmarks/results.md and results.png; `-- --smoke` checks
+    that it runs. Peers come from .venv-peers or the `peers` session's environment (or $PEERS_PYTHON)."""
+    _install_torch_first(session)
+    session.install(*CONSTRAINTS, "-e", ".[all,test,bench]")
+    session.run("python", "-m", "benchmarks", *session.posargs)
 
 
 @nox.session(python=PYTHON)

