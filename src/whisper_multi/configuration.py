@@ -7,13 +7,11 @@ Transformers checkpoint round-trips unchanged.
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import ConfigError
+from .jsonfile import JsonFileMixin
 from .special_tokens import special_tokens_for_vocab
 
 CONFIG_NAME = "config.json"
@@ -51,42 +49,7 @@ def _suppress_tokens_for_vocab(vocab_size: int) -> list[int]:
     return list(tokens)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from error
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ConfigError(
-            f"{path} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}"
-        ) from error
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a JSON object, found {type(data).__name__}")
-    return data
-
-
-def _resolve_file(path: str | os.PathLike[str], name: str) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        path = path / name
-    if not path.is_file():
-        raise ConfigError(f"no {name} at {path}; pass a directory holding {name} or the file itself")
-    return path
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file in the same directory so a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-class _JsonConfig:
+class _JsonConfig(JsonFileMixin):
     """Shared machinery: attributes from a dict of known fields plus kept unknown keys."""
 
     _file_name: ClassVar[str] = CONFIG_NAME
@@ -124,35 +87,6 @@ class _JsonConfig:
             raise ConfigError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
         merged = {**data, **overrides}
         return cls(**merged)
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def to_json_file(self, path: str | os.PathLike[str]) -> None:
-        _atomic_write_text(Path(path), self.to_json_string())
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
-        return cls.from_dict(_read_json(Path(path)))
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], **overrides: Any):  # type: ignore[no-untyped-def]
-        """Read ``config.json`` (or the class's file) from a directory, or read the file given."""
-        file = _resolve_file(path, cls._file_name)
-        data = _read_json(file)
-        try:
-            return cls.from_dict(data, **overrides)
-        except ConfigError as error:
-            raise ConfigError(f"{file}: {error}") from error
-
-    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
-        directory = Path(directory)
-        if directory.exists() and not directory.is_dir():
-            raise ConfigError(f"cannot save into {directory}: it is a file, not a directory")
-        directory.mkdir(parents=True, exist_ok=True)
-        file = directory / self._file_name
-        self.to_json_file(file)
-        return file
 
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.to_dict() == other.to_dict()  # type: ignore[attr-defined]

@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import copy
 import importlib
-import json
 import math
 import os
 import threading
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .configuration import _atomic_write_text, _read_json, _resolve_file
 from .errors import BackendError, ConfigError, InputError
+from .jsonfile import JsonFileMixin
 
 # Whisper's audio hyperparameters; everything else is derived from them.
 SAMPLE_RATE = 16000
@@ -417,7 +415,7 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-class WhisperFeatureExtractor:
+class WhisperFeatureExtractor(JsonFileMixin):
     """Whisper's log-mel front end, with the arguments and ``preprocessor_config.json`` of Transformers.
 
     Input conventions (checked, with an ``InputError`` naming the value otherwise):
@@ -431,6 +429,8 @@ class WhisperFeatureExtractor:
       are rejected because their full scale is ambiguous. Python numbers in lists are taken as sample values.
       bool, complex, object and string dtypes are rejected, as are empty, NaN and infinite inputs.
     """
+
+    _file_name: ClassVar[str] = FEATURE_EXTRACTOR_NAME
 
     model_input_names = ("input_features",)
 
@@ -623,37 +623,11 @@ class WhisperFeatureExtractor:
         data.update(copy.deepcopy(self._extra))
         return data
 
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def to_json_file(self, path: str | os.PathLike[str]) -> None:
-        _atomic_write_text(Path(path), self.to_json_string())
-
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> WhisperFeatureExtractor:
         if not isinstance(data, dict):
             raise ConfigError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
         return cls(**{**data, **overrides})
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], **overrides: Any) -> WhisperFeatureExtractor:
-        """Read ``preprocessor_config.json`` from a directory, or the JSON file given."""
-        file = _resolve_file(path, FEATURE_EXTRACTOR_NAME)
-        data = _read_json(file)
-        try:
-            return cls.from_dict(data, **overrides)
-        except ConfigError as error:
-            raise ConfigError(f"{file}: {error}") from error
-
-    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``preprocessor_config.json`` into ``directory`` (created if needed), atomically."""
-        directory = Path(directory)
-        if directory.exists() and not directory.is_dir():
-            raise ConfigError(f"cannot save into {directory}: it is a file, not a directory")
-        directory.mkdir(parents=True, exist_ok=True)
-        file = directory / FEATURE_EXTRACTOR_NAME
-        self.to_json_file(file)
-        return file
 
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.to_dict() == other.to_dict()  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-from .configuration import _atomic_write_text
+from .jsonfile import atomic_write_text
 from .tokenization_common import (
     ADDED_TOKENS_FILE,
     BYTE_DECODER,
@@ -237,7 +237,7 @@ class WhisperTokenizer(WhisperTokenizerBase):
 
     def _save_model_files(self, folder: Path) -> list[Path]:
         write_json(folder / VOCAB_FILE, self.encoder)
-        _atomic_write_text(folder / MERGES_FILE, merges_txt_text(self.merges))
+        atomic_write_text(folder / MERGES_FILE, merges_txt_text(self.merges))
         added = {token: i for token, i in self.added_tokens_encoder.items() if token not in self.encoder}
         write_json(folder / ADDED_TOKENS_FILE, added)
         return [folder / VOCAB_FILE, folder / MERGES_FILE, folder / ADDED_TOKENS_FILE]

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .configuration import _atomic_write_text
 from .errors import TokenizerError
+from .jsonfile import atomic_write_text
 from .special_tokens import (
     LANGUAGES,
     NUM_TIMESTAMP_TOKENS,
@@ -251,7 +251,7 @@ def load_data_from_paths(
 
 
 def write_json(path: Path, data: Any) -> None:
-    _atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def merges_txt_text(merges: Iterable[tuple[str, str]]) -> str:

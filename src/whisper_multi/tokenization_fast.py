@@ -13,8 +13,8 @@ from typing import Any
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
-from .configuration import _atomic_write_text
 from .errors import TokenizerError
+from .jsonfile import atomic_write_text
 from .tokenization_common import (
     ENDOFTEXT,
     TOKENIZER_FILE,
@@ -199,5 +199,5 @@ class WhisperTokenizerFast(WhisperTokenizerBase):
     # --- saving --------------------------------------------------------------------------------------------------
 
     def _save_model_files(self, folder: Path) -> list[Path]:
-        _atomic_write_text(folder / TOKENIZER_FILE, self._tokenizer.to_str(pretty=True))
+        atomic_write_text(folder / TOKENIZER_FILE, self._tokenizer.to_str(pretty=True))
         return [folder / TOKENIZER_FILE]
