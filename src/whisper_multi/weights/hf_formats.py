@@ -33,7 +33,7 @@ import numpy as np
 
 from ..configuration import WhisperConfig
 from ..errors import CheckpointError
-from .safetensors_io import parse_size, path_inside
+from .safetensors_io import parse_size, read_index
 from .table import (
     TIED_PARAMETERS,
     canonical_parameters,
@@ -77,14 +77,7 @@ def weight_files(directory: Path, weights_name: str) -> tuple[list[Path], dict[s
     """The files holding the weights (one, or the shards) and, when sharded, the index's name -> shard map."""
     index_path = directory / index_name(weights_name)
     if index_path.is_file():
-        try:
-            index = json.loads(index_path.read_text(encoding="utf-8"))
-            weight_map = index["weight_map"]
-            if not isinstance(weight_map, dict):
-                raise TypeError
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise CheckpointError(f"{index_path} is not a valid shard index (expected a JSON 'weight_map')") from error
-        shard_of = {str(name): path_inside(directory, str(shard), index_path) for name, shard in weight_map.items()}
+        shard_of = read_index(directory, index_path.name)
         files = sorted(set(shard_of.values()))
         for file in files:
             if not file.is_file():

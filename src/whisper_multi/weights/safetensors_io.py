@@ -196,9 +196,10 @@ def path_inside(directory: Path, name: str, source: Path) -> Path:
     return candidate
 
 
-def read_index(directory: Path) -> dict[str, Path]:
-    """Tensor name -> shard file, from ``model.safetensors.index.json``, every file checked to be inside."""
-    index_path = directory / WEIGHTS_INDEX_NAME
+def read_index(directory: Path, index_name: str = WEIGHTS_INDEX_NAME) -> dict[str, Path]:
+    """Tensor name -> shard file, from a shard index (``model.safetensors.index.json`` or Transformers' others),
+    every file checked to be inside ``directory``."""
+    index_path = directory / index_name
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
         weight_map = index["weight_map"]
@@ -206,7 +207,7 @@ def read_index(directory: Path) -> dict[str, Path]:
             raise TypeError
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{index_path} is not a valid shard index (expected a JSON 'weight_map')") from error
-    return {name: path_inside(directory, str(shard), index_path) for name, shard in weight_map.items()}
+    return {str(name): path_inside(directory, str(shard), index_path) for name, shard in weight_map.items()}
 
 
 def checkpoint_files(directory: str | os.PathLike[str]) -> list[Path]:
