@@ -120,7 +120,7 @@ def generate(
     if request.needs_language_detection:
         detection = detect_language(backend, config, encoder_states=encoder_states)
         languages, language_probs = detection.languages, detection.language_probs
-        detected = [request.special.sot + 1 + request.special.languages.index(code) for code in languages]
+        detected = [request.special.sot + 1 + request.special.languages.index(code) for code in languages or []]
     prefix = request.prefix(detected)
     plan = request.plan()
 

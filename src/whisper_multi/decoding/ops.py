@@ -139,8 +139,8 @@ class NumpyOps:
     def take_along_last(self, x: np.ndarray, indices: Any) -> np.ndarray:
         return np.take_along_axis(x, np.asarray(indices), axis=-1)
 
-    def any(self, x: np.ndarray) -> np.ndarray:
+    def any(self, x: np.ndarray) -> Any:
         return np.any(x)
 
-    def all(self, x: np.ndarray) -> np.ndarray:
+    def all(self, x: np.ndarray) -> Any:
         return np.all(x)

@@ -277,7 +277,7 @@ def _resolve_languages(
     special: SpecialTokens,
     config: WhisperGenerationConfig,
 ) -> tuple[int | None, ...]:
-    items = list(language) if isinstance(language, (list, tuple)) else [language] * batch_size
+    items: list[Any] = list(language) if isinstance(language, (list, tuple)) else [language] * batch_size
     if len(items) != batch_size:
         raise InputError(f"language has {len(items)} entries for a batch of {batch_size}; pass one or one per item")
     if not multilingual:

@@ -216,7 +216,7 @@ def _beam_search(
         sum_logprobs = ops.reshape(step.live_scores, (rows,))
         return (tokens, length + 1, cache, new_logits[:, 0], sum_logprobs, *finished)
 
-    initial = (tokens, length, cache, logits, sum_logprobs)
+    initial: tuple[Any, ...] = (tokens, length, cache, logits, sum_logprobs)
     initial += (finished_tokens, finished_scores, finished_lengths, finished_count)
     state = seam.while_loop(cond, body, initial)
     tokens, length, _, _, sum_logprobs = state[:5]
