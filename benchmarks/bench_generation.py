@@ -15,6 +15,10 @@ timed calls. The table gives seconds and the ratio to CTranslate2 and to Transfo
 
     .venv/bin/python benchmarks/bench_generation.py                # every case, all cores
     .venv/bin/python benchmarks/bench_generation.py --threads 1 --repeats 3 --cases ours-flax-compiled ct2
+
+The same measurements join the suite (``python -m benchmarks --only generation``, case 3 of benchmarks/README.md)
+through ``cases()``: one case per backend and path, each against Transformers in its framework (target 0.5x, peak
+RSS 1.0x), faster-whisper (target 1.0x for the fastest case) and openai-whisper (no target).
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness import Case, Peer, Run, Settings, Unavailable, cache_dir, converted_model, model_dir, speech
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "tests" / "fixtures" / "audio" / "speech_en_25s.wav"
@@ -131,12 +142,14 @@ else:
     raise SystemExit(f"unknown case {case}")
 
 tokens = run()  # warm-up (compiles where the case compiles)
-times = []
+times, cpu_times = [], []
 for _ in range(repeats):
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     tokens = run()
     times.append(time.perf_counter() - start)
-print(json.dumps({"case": case, "median_s": statistics.median(times), "times": times, "tokens": len(tokens)}))
+    cpu_times.append(time.process_time() - cpu_start)
+print(json.dumps({"case": case, "median_s": statistics.median(times), "times": times, "tokens": len(tokens),
+                  "cpu_s": statistics.median(cpu_times)}))
 """
 
 
@@ -210,21 +223,174 @@ def main() -> None:
             results[case] = run_case(case, python, checkpoints, args.repeats, args.threads, args.timeout)
             print(json.dumps(results[case]), file=sys.stderr, flush=True)
 
-    ct2 = results.get("ct2", {}).get("median_s")
+    ct2 = results.get("ct2", {}).get("cpu_s")
     print(f"\ngreedy, tiny.en float32, {CLIP.name}, {args.threads} thread(s), median of {args.repeats} after 1 warm-up")
-    print(f"{'case':<22}{'seconds':>9}{'tokens':>8}{'vs CT2':>9}{'vs Transformers':>22}")
+    print("(cpu s: the process's CPU time, steadier than wall time on a shared machine; the ratios use cpu s)")
+    print(f"{'case':<22}{'seconds':>9}{'cpu s':>8}{'tokens':>8}{'vs CT2':>9}{'vs Transformers':>22}")
     for case, result in results.items():
         if "error" in result:
             print(f"{case:<22}  error: {result['error']}")
             continue
-        seconds = result["median_s"]
+        seconds = result["cpu_s"]
         versus_ct2 = f"{seconds / ct2:.2f}x" if ct2 else "-"
         peer = CASES[case][1]
-        peer_seconds = results.get(peer, {}).get("median_s") if peer else None
+        peer_seconds = results.get(peer, {}).get("cpu_s") if peer else None
         versus_peer = f"{seconds / peer_seconds:.2f}x {peer}" if peer_seconds else "-"
-        print(f"{case:<22}{seconds:>9.3f}{result['tokens']:>8}{versus_ct2:>9}{versus_peer:>22}")
+        print(
+            f"{case:<22}{result['median_s']:>9.3f}{seconds:>8.3f}{result['tokens']:>8}{versus_ct2:>9}{versus_peer:>22}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+# --- the suite's interface (benchmarks/harness.py) -------------------------------------------------------------------
+BACKENDS = ("pt", "tf", "flax")
+PATHS = ("eager", "compiled")
+SMOKE_CLIP, SMOKE_NEW_TOKENS = "speech_en_short.wav", 4
+_MODEL_CLASSES = {
+    "pt": ("whisper_multi.pt", "WhisperForConditionalGeneration"),
+    "tf": ("whisper_multi.tf", "TFWhisperForConditionalGeneration"),
+    "flax": ("whisper_multi.flax", "FlaxWhisperForConditionalGeneration"),
+}
+
+
+def _clip(settings: Settings) -> str:
+    return SMOKE_CLIP if settings.smoke else CLIP.name
+
+
+def _features(settings: Settings, transformers: bool = False) -> object:
+    """(1, 80, 3000) log-mel of the clip, by our extractor or (peers' side) by Transformers'."""
+    audio = speech(_clip(settings))
+    if transformers:
+        from transformers import WhisperFeatureExtractor
+
+        extractor = WhisperFeatureExtractor.from_pretrained(_transformers_dir())
+    else:
+        from whisper_multi.features import WhisperFeatureExtractor
+
+        extractor = WhisperFeatureExtractor()
+    return extractor(audio, sampling_rate=16000, return_tensors="np").input_features
+
+
+def _limits(settings: Settings) -> dict[str, int]:
+    return {"max_new_tokens": SMOKE_NEW_TOKENS} if settings.smoke else {}
+
+
+def _ours(backend: str, path: str, settings: Settings) -> Callable[[], object]:
+    import importlib
+
+    import numpy as np
+
+    module, name = _MODEL_CLASSES[backend]
+    model = getattr(importlib.import_module(module), name).from_pretrained(model_dir())
+    features, compiled, limits = _features(settings), path == "compiled", _limits(settings)
+    return lambda: np.asarray(model.generate(features, compiled=compiled, **limits))
+
+
+def _transformers_dir() -> Path:
+    """Transformers' copy of tiny.en; an English-only model must not list empty languages or tasks, which
+    Transformers reads as "detect the language"."""
+    directory = converted_model("hf")
+    path = directory / "generation_config.json"
+    config = json.loads(path.read_text())
+    if any(key in config and not config[key] for key in ("lang_to_id", "task_to_id")):
+        path.write_text(json.dumps({k: v for k, v in config.items() if v or k not in ("lang_to_id", "task_to_id")}))
+    return directory
+
+
+def _transformers(backend: str, settings: Settings) -> Callable[[], object]:
+    try:
+        import transformers
+    except ImportError as error:
+        raise Unavailable(f"Transformers is not installed: {error}") from error
+    features, limits = _features(settings, transformers=True), _limits(settings)
+    if backend == "pt":
+        import torch
+
+        model = transformers.WhisperForConditionalGeneration.from_pretrained(_transformers_dir()).eval()
+        inputs = torch.from_numpy(features)
+
+        def call() -> object:
+            with torch.no_grad():
+                return model.generate(inputs, **limits).numpy()
+
+        return call
+    if backend == "tf":
+        import tensorflow as tf
+
+        model = transformers.TFWhisperForConditionalGeneration.from_pretrained(_transformers_dir())
+        inputs = tf.constant(features)
+        return lambda: model.generate(inputs, **limits).numpy()
+    import jax
+    import numpy as np
+
+    model = transformers.FlaxWhisperForConditionalGeneration.from_pretrained(_transformers_dir())
+    generate = jax.jit(lambda params, inputs: model.generate(inputs, params=params, **limits).sequences)
+    return lambda: np.asarray(generate(model.params, features))
+
+
+def _faster_whisper(settings: Settings) -> Callable[[], object]:
+    """CTranslate2 float32: the encoder, then greedy decoding at temperature 0 without timestamps."""
+    try:
+        from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import TranscriptionOptions
+    except ImportError as error:
+        raise Unavailable(f"faster-whisper is not installed: {error}") from error
+    model = WhisperModel(str(model_dir()), device="cpu", compute_type="float32")
+    tokenizer = Tokenizer(model.hf_tokenizer, False, task="transcribe", language="en")
+    prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
+    options = TranscriptionOptions(
+        beam_size=1, best_of=1, patience=1.0, length_penalty=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
+        log_prob_threshold=None, no_speech_threshold=None, compression_ratio_threshold=None,
+        condition_on_previous_text=False, prompt_reset_on_temperature=0.5, temperatures=[0.0], initial_prompt=None,
+        prefix=None, suppress_blank=True, suppress_tokens=[-1], without_timestamps=True, max_initial_timestamp=1.0,
+        word_timestamps=False, prepend_punctuations="", append_punctuations="", multilingual=False,
+        max_new_tokens=_limits(settings).get("max_new_tokens"), clip_timestamps="0",
+        hallucination_silence_threshold=None, hotwords=None,
+    )  # fmt: skip
+    features = _features(settings)[0]
+
+    def call() -> object:
+        encoded = model.encode(features)
+        return model.generate_with_fallback(encoded, prompt, tokenizer, options)[0].sequences_ids[0]
+
+    return call
+
+
+def _openai_whisper(settings: Settings) -> Callable[[], object]:
+    try:
+        import torch
+        import whisper
+    except ImportError as error:
+        raise Unavailable(f"openai-whisper is not installed: {error}") from error
+    checkpoint = cache_dir() / "tiny.en-openai-float32" / "model.pt"
+    if not checkpoint.exists():
+        converted_model("openai")
+    model = whisper.load_model(str(checkpoint), device="cpu")
+    mel = torch.from_numpy(_features(settings)[0])
+    options = whisper.DecodingOptions(
+        language="en",
+        without_timestamps=True,
+        fp16=False,
+        temperature=0.0,
+        sample_len=_limits(settings).get("max_new_tokens"),
+    )
+    return lambda: whisper.decode(model, mel, options).tokens
+
+
+def cases() -> list[Case]:
+    faster_whisper = Peer(Run("faster-whisper ct2 float32", _faster_whisper), target=1.0, fastest_only=True)
+    openai_whisper = Peer(Run("openai-whisper", _openai_whisper, env="peers"))
+    result = []
+    for backend in BACKENDS:
+        run = Run(f"transformers {backend}", partial(_transformers, backend), env="peers")
+        transformers = Peer(run, target=0.5, memory_target=1.0)
+        for path in PATHS:
+            ours = Run(f"whisper_multi {backend} {path}", partial(_ours, backend, path))
+            peers = (transformers, faster_whisper, openai_whisper)
+            result.append(Case(f"generation/{backend}-{path}", "generation", ours, peers, report_peak_rss=True))
+    return result
 
 
 if __name__ == "__main__":

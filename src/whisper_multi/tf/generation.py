@@ -3,7 +3,8 @@
 The decoding logic is the core's (``whisper_multi.decoding``); this file supplies tensor work only. With
 ``compiled=True`` (the default) the encoder and the whole search (prefill, ``tf.while_loop``, rules and beam
 bookkeeping) each run as one ``tf.function(jit_compile=True)``, traced and compiled once per plan and input shape and
-kept on the model; ``compiled=False`` runs the same loop eagerly in Python.
+kept on the model; ``compiled=False`` runs the same loop in Python, with the encoder and each decoder step as a
+``tf.function`` graph (no XLA; op-by-op dispatch would cost more than the arithmetic of a step).
 
 Sampling is seeded by ``seed`` (an int); without it the seed is drawn from TF's global generator, so
 ``tf.random.set_seed`` reproduces a run. Each step's noise is an integer hash of (seed, step, element), the same
@@ -21,6 +22,7 @@ import tensorflow as tf
 
 from ..decoding import generate as core
 from ..decoding.outputs import LanguageDetectionOutput
+from ..timing import stack_heads
 
 _DTYPES = {"int32": tf.int32, "float32": tf.float32, "bool": tf.bool}
 _TINY = float(np.finfo(np.float32).tiny)
@@ -105,11 +107,17 @@ class TFSeam:
     def __init__(self, model: Any):
         self.model = model
         self.ops = TFOps()
+        self._graph_step = tf.function(self._decode, reduce_retracing=False)
 
     def init_cache(self, batch_size: int, max_length: int) -> Any:
         return self.model.init_cache(batch_size, max_length)
 
     def decode(self, tokens: Any, cache: Any, encoder_states: Any, positions: Any) -> tuple[Any, Any]:
+        # Called eagerly (compiled=False), each step runs as a graph; inside the compiled search it is traced inline.
+        step = self._graph_step if tf.executing_eagerly() else self._decode
+        return step(tokens, cache, encoder_states, positions)
+
+    def _decode(self, tokens: Any, cache: Any, encoder_states: Any, positions: Any) -> tuple[Any, Any]:
         outputs = self.model.model.decoder(
             input_ids=tokens,
             encoder_hidden_states=encoder_states,
@@ -171,10 +179,14 @@ class TFBackend:
     def encode(self, input_features: Any) -> tf.Tensor:
         features = tf.cast(tf.convert_to_tensor(input_features), self.model.compute_dtype)
 
-        def encode(features: tf.Tensor) -> tf.Tensor:
-            return self.model.model.encoder(features, return_dict=True).last_hidden_state
+        if "encode" not in self._functions:
 
-        return self.compile(encode, "encode")(features)
+            def encode(features: tf.Tensor) -> tf.Tensor:
+                return self.model.model.encoder(features, return_dict=True).last_hidden_state
+
+            # XLA when compiled, a graph otherwise (the encoder is a fixed sequence of ops: nothing to see eagerly).
+            self._functions["encode"] = tf.function(encode, jit_compile=self.compiled, reduce_retracing=False)
+        return self._functions["encode"](features)
 
     def compile(self, function: Callable[..., Any], key: Hashable) -> Callable[..., Any]:
         if not self.compiled:
@@ -235,3 +247,18 @@ class TFWhisperGenerationMixin:
     def detect_language(self, input_features: Any, compiled: bool = True) -> LanguageDetectionOutput:
         """The most likely language of each item and every language's probability (see the PyTorch model's)."""
         return core.detect_language(_backend(self, compiled), self.config, input_features)
+
+    def alignment_attention(
+        self, input_features: Any, decoder_input_ids: Any, alignment_heads: list[tuple[int, int]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For word timing: the cross-attention weights of ``alignment_heads`` and the logits of one forward pass,
+        in numpy (see the PyTorch model's)."""
+        backend = _backend(self, False)
+        outputs = self(
+            input_features=tf.cast(tf.convert_to_tensor(np.asarray(input_features)), self.compute_dtype),
+            decoder_input_ids=tf.constant(np.asarray(decoder_input_ids, dtype=np.int32)),
+            output_attentions=True,
+            return_dict=True,
+        )
+        weights = stack_heads(outputs.cross_attentions, alignment_heads, backend.to_numpy)
+        return weights, backend.to_numpy(tf.cast(outputs.logits, tf.float32))
