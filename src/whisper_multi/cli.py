@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -137,6 +138,140 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
     check.set_defaults(handler=_check_command)
 
 
+_BACKEND_CLASSES = {
+    "pt": ("whisper_multi.pt", "WhisperForConditionalGeneration"),
+    "tf": ("whisper_multi.tf", "TFWhisperForConditionalGeneration"),
+    "flax": ("whisper_multi.flax", "FlaxWhisperForConditionalGeneration"),
+}
+
+
+def _model_directory(model: str | None) -> str:
+    from .weights.packages import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_model_path
+
+    if model is None or (model in EMBEDDED_MODELS and not os.path.isdir(model)):
+        return str(embedded_model_path(model or DEFAULT_MODEL))
+    return model
+
+
+def _temperatures(start: float, increment: float) -> tuple[float, ...]:
+    if increment <= 0:
+        return (start,)
+    count = round((1.0 - start) / increment) + 1 if start <= 1.0 else 1
+    return tuple(round(start + index * increment, 6) for index in range(max(count, 1)))
+
+
+class _ProgressBar:
+    """Seconds of audio done out of the total, redrawn in place on stderr."""
+
+    WIDTH = 30
+
+    def __init__(self, name: str, enabled: bool):
+        self.name, self.enabled, self.drawn = name, enabled, False
+
+    def __call__(self, done: float, total: float) -> None:
+        if not self.enabled:
+            return
+        filled = int(self.WIDTH * done / total) if total > 0 else self.WIDTH
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        sys.stderr.write(f"\r{self.name}: [{bar}] {done:6.1f}/{total:.1f} s")
+        sys.stderr.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.drawn = False
+
+
+def _transcribe_command(args: argparse.Namespace) -> int:
+    """Transcribe each FILE and write the chosen formats; a file that fails is reported and the rest go on."""
+    import importlib
+
+    from .tokenization_fast import WhisperTokenizerFast
+    from .transcribe import transcribe, transcribe_chunked
+    from .writers import FORMATS, write_result
+
+    formats = [name.strip() for name in args.output_format.split(",") if name.strip()]
+    if "all" in formats:
+        formats = list(FORMATS)
+    unknown = [name for name in formats if name not in FORMATS]
+    if unknown or not formats:
+        raise SystemExit(f"whisper-multi transcribe: error: --output-format {args.output_format!r}: choose from "
+                         f"{', '.join(FORMATS)} or all")  # fmt: skip
+    directory = _model_directory(args.model)
+    module, name = _BACKEND_CLASSES[args.backend]
+    model = getattr(importlib.import_module(module), name).from_pretrained(directory)
+    tokenizer = WhisperTokenizerFast.from_pretrained(directory)
+    options = {
+        "language": args.language, "task": args.task, "word_timestamps": args.word_timestamps,
+        "num_beams": args.beam_size, "temperature": _temperatures(args.temperature, args.temperature_increment_on_fallback),
+        "model_dir": directory,
+    }  # fmt: skip
+    failed = 0
+    for file in args.files:
+        progress = _ProgressBar(os.path.basename(file), enabled=not args.quiet)
+        try:
+            if args.batch_size > 1:
+                result = transcribe_chunked(
+                    model, file, tokenizer, batch_size=args.batch_size, progress=progress, **options
+                )
+            else:
+                result = transcribe(
+                    model, file, tokenizer, initial_prompt=args.initial_prompt, progress=progress, **options
+                )
+            progress.close()
+            for fmt in formats:
+                write_result(result, file, args.output_dir, fmt)
+        except Exception as error:  # one bad file must not stop the others
+            progress.close()
+            failed += 1
+            message = " ".join(str(error).split()) or type(error).__name__
+            print(f"whisper-multi transcribe: error: {file}: {message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _add_transcribe_parser(commands: argparse._SubParsersAction) -> None:
+    from .weights.packages import DEFAULT_MODEL
+
+    transcribe = commands.add_parser(
+        "transcribe",
+        help="transcribe audio files of any length to txt, srt, vtt, json or tsv",
+        description=(
+            "Transcribe each FILE (any format soundfile or FFmpeg reads) with long-form decoding: 30 s windows, "
+            "temperature fallback, silence skipping. Writes <audio name>.<ext> per format into --output-dir. A file "
+            "that cannot be read or transcribed is reported on one line and the others still run; the exit status "
+            "is then 1."
+        ),
+    )
+    transcribe.add_argument("files", nargs="+", metavar="FILE", help="audio files")
+    transcribe.add_argument(
+        "--model", metavar="DIR", help=f"checkpoint directory (default: the embedded {DEFAULT_MODEL}, tiny.en)"
+    )
+    transcribe.add_argument("--backend", choices=list(_BACKEND_CLASSES), default="pt", help="framework (default pt)")
+    transcribe.add_argument("--language", help="spoken language (default: detected; English for .en models)")
+    transcribe.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
+    transcribe.add_argument(
+        "--output-format", "-f", default="txt,srt,vtt,json,tsv",
+        help="comma-separated of txt, srt, vtt, json, tsv, or all (default: all)",
+    )  # fmt: skip
+    transcribe.add_argument("--output-dir", "-o", default=".", help="where to write the outputs (default: .)")
+    transcribe.add_argument("--word-timestamps", action="store_true", help="time every word (json gets words)")
+    transcribe.add_argument(
+        "--batch-size", type=int, default=1,
+        help="above 1: decode overlapping 30 s chunks this many at a time (faster, no prompt between chunks)",
+    )  # fmt: skip
+    transcribe.add_argument("--beam-size", type=int, default=1, help="beams at temperature 0 (default 1: greedy)")
+    transcribe.add_argument("--temperature", type=float, default=0.0, help="first temperature (default 0)")
+    transcribe.add_argument(
+        "--temperature-increment-on-fallback", type=float, default=0.2,
+        help="added to the temperature up to 1.0 when a window fails the thresholds (0: no fallback)",
+    )  # fmt: skip
+    transcribe.add_argument("--initial-prompt", help="text that comes before the audio (names, spelling, style)")
+    transcribe.add_argument("--quiet", action="store_true", help="no progress bar")
+    transcribe.set_defaults(handler=_transcribe_command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="whisper-multi",
@@ -155,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_convert_parser(commands)
     _add_check_parser(commands)
+    _add_transcribe_parser(commands)
     return parser
 
 

@@ -1,0 +1,148 @@
+"""Long-form evaluation: WER and time of ``transcribe`` in each backend against faster-whisper, same weights.
+
+At least ten minutes of public-domain prose read by several espeak-ng voices (``scripts/make_longform_fixtures.py``;
+the audio is cached in ``$WHISPER_MULTI_BENCH_CACHE``), transcribed with the same options by our PyTorch,
+TensorFlow and Flax models and by faster-whisper (CTranslate2 float32) on the embedded tiny.en: greedy at
+temperature 0 with fallback, condition on previous text, word timestamps. Reports the word error rate after the
+English text normalizer, the wall time, and whether our three backends gave identical segments and words.
+
+    python benchmarks/bench_longform.py [--seconds 600] [--backends pt,tf,flax] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKENDS = {
+    "pt": ("whisper_multi.pt", "WhisperForConditionalGeneration"),
+    "tf": ("whisper_multi.tf", "TFWhisperForConditionalGeneration"),
+    "flax": ("whisper_multi.flax", "FlaxWhisperForConditionalGeneration"),
+}
+OPTIONS = {"language": "en", "word_timestamps": True, "condition_on_previous_text": True}
+
+
+def _fixtures_module() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "make_longform_fixtures", ROOT / "scripts" / "make_longform_fixtures.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def evaluation_audio(seconds: float) -> tuple[Path, str]:
+    """The cached synthesized prose of at least ``seconds`` and its reference text."""
+    cache = Path(os.environ.get("WHISPER_MULTI_BENCH_CACHE", Path(tempfile.gettempdir()) / "whisper-multi-bench"))
+    cache.mkdir(parents=True, exist_ok=True)
+    wav, txt = cache / f"longform_{int(seconds)}s.wav", cache / f"longform_{int(seconds)}s.txt"
+    if not (wav.exists() and txt.exists()):
+        fixtures = _fixtures_module()
+        audio, text = fixtures.synthesize_prose(seconds)
+        fixtures.write_wav(wav, audio)
+        txt.write_text(text + "\n", encoding="utf-8")
+    return wav, txt.read_text(encoding="utf-8").strip()
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level edit distance over the reference length, both after the English text normalizer."""
+    from whisper_multi.normalizers import EnglishTextNormalizer
+
+    normalize = EnglishTextNormalizer()
+    ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
+    previous = np.arange(len(hyp) + 1)
+    for i, word in enumerate(ref, start=1):
+        current = np.empty_like(previous)
+        current[0] = i
+        for j, other in enumerate(hyp, start=1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (word != other))
+        previous = current
+    return float(previous[-1]) / max(len(ref), 1)
+
+
+def run_ours(backend: str, wav: Path) -> tuple[dict[str, Any], float]:
+    from whisper_multi.tokenization_fast import WhisperTokenizerFast
+    from whisper_multi.transcribe import transcribe
+    from whisper_multi.weights.packages import embedded_model_path
+
+    directory = embedded_model_path()
+    module, name = BACKENDS[backend]
+    model = getattr(importlib.import_module(module), name).from_pretrained(directory)
+    tokenizer = WhisperTokenizerFast.from_pretrained(directory)
+    start = time.perf_counter()
+    result = transcribe(model, wav, tokenizer, model_dir=directory, **OPTIONS)
+    return result.to_dict(), time.perf_counter() - start
+
+
+def run_faster_whisper(wav: Path) -> tuple[dict[str, Any], float]:
+    from faster_whisper import WhisperModel
+
+    from whisper_multi.weights.packages import embedded_model_path
+
+    model = WhisperModel(str(embedded_model_path()), device="cpu", compute_type="float32")
+    start = time.perf_counter()
+    segments, _ = model.transcribe(str(wav), beam_size=1, best_of=1, **OPTIONS)
+    items = [
+        {"start": s.start, "end": s.end, "text": s.text, "words": [dataclasses.asdict(w) for w in (s.words or [])]}
+        for s in segments
+    ]
+    return {"text": "".join(s["text"] for s in items), "segments": items}, time.perf_counter() - start
+
+
+def _comparable(result: dict[str, Any]) -> list[Any]:
+    return [
+        (s["start"], s["end"], s["text"], s["tokens"], [(w["word"], w["start"], w["end"]) for w in s.get("words", [])])
+        for s in result["segments"]
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument("--backends", default="pt,tf,flax")
+    parser.add_argument("--no-peer", action="store_true", help="skip faster-whisper")
+    parser.add_argument("--json", help="write every transcript and number here")
+    args = parser.parse_args(argv)
+    wav, reference = evaluation_audio(args.seconds)
+    import soundfile
+
+    duration = soundfile.info(str(wav)).duration
+    print(f"audio: {wav} ({duration:.1f} s, {len(reference.split())} words)")
+    report: dict[str, Any] = {"audio_seconds": duration, "runs": {}}
+    results = {}
+    names = [name.strip() for name in args.backends.split(",") if name.strip()]
+    runs = [(f"whisper_multi {name}", lambda name=name: run_ours(name, wav)) for name in names]
+    if not args.no_peer:
+        runs.append(("faster-whisper", lambda: run_faster_whisper(wav)))
+    for label, run in runs:
+        result, seconds = run()
+        results[label] = result
+        wer = word_error_rate(reference, result["text"])
+        report["runs"][label] = {"wer": wer, "seconds": seconds, "segments": len(result["segments"])}
+        print(f"{label:<22} WER {wer:6.2%}  {seconds:7.1f} s  ({len(result['segments'])} segments)", flush=True)
+    ours = [label for label in results if label.startswith("whisper_multi")]
+    if len(ours) > 1:
+        first = _comparable(results[ours[0]])
+        identical = {label: _comparable(results[label]) == first for label in ours[1:]}
+        report["identical_to_" + ours[0].split()[-1]] = identical
+        print(f"segments and words identical to {ours[0]}: {identical}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"report": report, "results": results}, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

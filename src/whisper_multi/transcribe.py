@@ -1,0 +1,574 @@
+"""Long-form transcription of audio of any length, written once for every backend.
+
+Two ways through a long recording, both over the log-mel of the whole input (``features.log_mel_spectrogram``):
+
+- ``transcribe`` (openai-whisper's and faster-whisper's algorithm): one 30 s window at a time; the window is decoded
+  with timestamps and cut into segments at each pair of timestamp tokens; the next window starts at the last
+  timestamp (or after the whole window when the text ends on a lone timestamp). A window whose text compresses too
+  well (zlib ratio above ``compression_ratio_threshold``, a sign of repetition) or whose tokens are too unlikely
+  (average log-probability below ``logprob_threshold``) is decoded again at the next ``temperature``; a window the
+  model finds silent (``<|nospeech|>`` probability above ``no_speech_threshold`` with unlikely tokens) is skipped.
+  The text so far is the prompt of the next window (``condition_on_previous_text``), after ``initial_prompt``.
+- ``transcribe_chunked``: overlapping 30 s chunks decoded together as batches (no prompt, so they are independent)
+  and stitched: each chunk keeps the segments whose middle falls in the part of the audio it owns (up to the middle
+  of its overlaps). Faster on hardware that runs a batch in about the time of one item; a little less accurate at
+  chunk edges.
+
+The model is any backend's ``WhisperForConditionalGeneration``: this module calls only its ``generate`` (the tensor
+work of decoding), ``detect_language`` and, for ``word_timestamps``, ``alignment_attention`` (see ``timing.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .features import CHUNK_LENGTH, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
+from .special_tokens import special_tokens_for_vocab
+from .timing import (
+    APPEND_PUNCTUATIONS,
+    MEDIAN_FILTER_WIDTH,
+    PREPEND_PUNCTUATIONS,
+    Word,
+    add_word_timestamps,
+    alignment_heads_for,
+    speech_levels,
+)
+
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames a second
+INPUT_STRIDE = 2  # mel frames per encoder position, so per timestamp step
+TIME_PRECISION = INPUT_STRIDE * HOP_LENGTH / SAMPLE_RATE  # 0.02 s between timestamp tokens
+DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+MAX_INITIAL_TIMESTAMP = 1.0  # seconds: the first timestamp of a window comes no later than this
+SAMPLE_LENGTH = 224  # the most tokens decoded per window (half the decoder's context), as openai-whisper
+PROMPT_LENGTH = 223  # the most previous-text tokens in a prompt
+Progress = Callable[[float, float], None]
+
+
+@dataclass
+class Segment:
+    """A stretch of text with its times (seconds) and the statistics of the window decode that produced it."""
+
+    id: int
+    seek: int  # the mel frame where its window starts
+    start: float
+    end: float
+    text: str
+    tokens: list[int]  # text and timestamp tokens, as decoded
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    temperature: float
+    words: list[Word] | None = None
+    eot: int = field(default=50257, repr=False)
+
+    @property
+    def text_tokens(self) -> list[int]:
+        return [token for token in self.tokens if token < self.eot]
+
+    def to_dict(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "id": self.id, "seek": self.seek, "start": self.start, "end": self.end, "text": self.text,
+            "tokens": list(self.tokens), "temperature": self.temperature, "avg_logprob": self.avg_logprob,
+            "compression_ratio": self.compression_ratio, "no_speech_prob": self.no_speech_prob,
+        }  # fmt: skip
+        if self.words is not None:
+            item["words"] = [word.to_dict() for word in self.words]
+        return item
+
+
+@dataclass
+class TranscriptionResult:
+    """The whole text, its segments, the language and the duration of the audio (seconds)."""
+
+    text: str
+    segments: list[Segment]
+    language: str
+    duration: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "language": self.language,
+            "duration": self.duration,
+            "segments": [segment.to_dict() for segment in self.segments],
+        }
+
+
+@dataclass
+class _Decoded:
+    """One window's decode: the generated tokens (no prefix, no end of text) and its statistics."""
+
+    tokens: list[int]
+    avg_logprob: float
+    no_speech_prob: float
+    temperature: float
+    compression_ratio: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Options:
+    language: str | None
+    task: str
+    temperatures: tuple[float, ...]
+    compression_ratio_threshold: float | None
+    logprob_threshold: float | None
+    no_speech_threshold: float | None
+    num_beams: int
+    length_penalty: float | None
+    seed: int
+
+
+def compression_ratio(text: str) -> float:
+    """How much zlib shrinks the text: repeated text compresses far better than speech does."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _load(audio: str | os.PathLike[str] | np.ndarray) -> np.ndarray:
+    if isinstance(audio, (str, os.PathLike)):
+        from .audio import load_audio
+
+        return load_audio(audio)
+    waveform = np.asarray(audio, dtype=np.float32)
+    if waveform.ndim != 1:
+        raise InputError(f"audio must be a 1-D 16 kHz waveform or a file path, got an array of shape {waveform.shape}")
+    return waveform
+
+
+def _temperatures(temperature: float | Sequence[float]) -> tuple[float, ...]:
+    values = (float(temperature),) if isinstance(temperature, (int, float)) else tuple(float(t) for t in temperature)
+    if not values or any(t < 0 for t in values):
+        raise InputError(f"temperature must be one or more values >= 0, got {temperature!r}")
+    return values
+
+
+def parse_clip_timestamps(clip: str | Sequence[float] | None, duration: float) -> list[tuple[float, float]]:
+    """``"0,10,20,30"`` or ``[0, 10, 20, 30]`` (start, end, start, end ...; an open last end runs to the end of the
+    audio) as (start, end) pairs of seconds."""
+    if clip is None or clip == "" or clip == "0":
+        return [(0.0, duration)]
+    values = [float(v) for v in clip.split(",") if v.strip()] if isinstance(clip, str) else [float(v) for v in clip]
+    if len(values) % 2:
+        values.append(duration)
+    pairs = [(values[i], min(values[i + 1], duration)) for i in range(0, len(values), 2)]
+    for start, end in pairs:
+        if start < 0 or end < start:
+            raise InputError(f"clip_timestamps range ({start}, {end}) is not 0 <= start <= end")
+    return pairs
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Decoding windows (the backend's generate does the tensor work)
+# ---------------------------------------------------------------------------------------------------------------------
+class _Decoder:
+    """Decodes batches of 30 s windows with temperature fallback, through ``model.generate``."""
+
+    def __init__(self, model: Any, tokenizer: Any, options: _Options):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.options = options
+        self.special = special_tokens_for_vocab(model.config.vocab_size)
+        self.eot = self.special.eot
+        self.timestamp_begin = self.special.timestamp_begin
+        self.max_target = int(model.config.max_target_positions)
+
+    @property
+    def sot_sequence(self) -> list[int]:
+        """``<|startoftranscript|>`` and, on a multilingual model, the language and task tokens."""
+        if not self.special.is_multilingual:
+            return [self.special.sot]
+        language = self.special.language_token(self.options.language or "en")
+        task = self.special.task_to_id[self.options.task]
+        return [self.special.sot, language, task]
+
+    def decode_text(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode([token for token in tokens if token < self.eot])
+
+    def _generate(self, features: np.ndarray, prompt: list[int], temperature: float, seed: int) -> list[_Decoded]:
+        prefix_length = len(prompt) + (1 if prompt else 0) + len(self.sot_sequence)
+        multilingual = self.special.is_multilingual
+        outputs = self.model.generate(
+            features,
+            language=self.options.language if multilingual else None,
+            task=self.options.task if multilingual else None,
+            return_timestamps=True,
+            prompt_ids=np.asarray([self.special.sot_prev, *prompt], dtype=np.int32) if prompt else None,
+            temperature=temperature,
+            num_beams=self.options.num_beams if temperature == 0.0 else 1,
+            length_penalty=self.options.length_penalty,
+            max_new_tokens=min(SAMPLE_LENGTH, self.max_target - prefix_length),
+            max_initial_timestamp_index=round(MAX_INITIAL_TIMESTAMP / TIME_PRECISION),
+            return_dict_in_generate=True,
+            seed=seed,
+        )
+        sequences = _to_numpy(outputs.sequences)
+        decoded = []
+        for index, row in enumerate(sequences):
+            generated = [int(token) for token in row[prefix_length:]]
+            if self.eot in generated:
+                generated = generated[: generated.index(self.eot)]
+            decoded.append(
+                _Decoded(
+                    tokens=generated,
+                    avg_logprob=float(outputs.avg_logprobs[index]),
+                    no_speech_prob=float(outputs.no_speech_probs[index]),
+                    temperature=temperature,
+                )
+            )
+        return decoded
+
+    def _needs_fallback(self, result: _Decoded) -> bool:
+        options = self.options
+        result.compression_ratio = compression_ratio(self.decode_text(result.tokens))
+        too_repetitive = (
+            options.compression_ratio_threshold is not None
+            and result.compression_ratio > options.compression_ratio_threshold
+        )
+        too_unlikely = options.logprob_threshold is not None and result.avg_logprob < options.logprob_threshold
+        # Silence is not worth a retry: it is skipped instead.
+        silent = (
+            options.no_speech_threshold is not None
+            and result.no_speech_prob > options.no_speech_threshold
+            and too_unlikely
+        )
+        return (too_repetitive or too_unlikely) and not silent
+
+    def decode(self, features: np.ndarray, prompt: list[int], seed: int) -> list[_Decoded]:
+        """Each window decoded at the first temperature that passes the thresholds (or the last one tried)."""
+        results: list[_Decoded | None] = [None] * len(features)
+        pending = list(range(len(features)))
+        for attempt, temperature in enumerate(self.options.temperatures):
+            decoded = self._generate(features[pending], prompt, temperature, seed + attempt)
+            retry = []
+            for index, result in zip(pending, decoded):
+                results[index] = result
+                if self._needs_fallback(result):
+                    retry.append(index)
+            pending = retry
+            if not pending:
+                break
+        return [result for result in results if result is not None]
+
+    def is_silent(self, result: _Decoded) -> bool:
+        options = self.options
+        if options.no_speech_threshold is None or result.no_speech_prob <= options.no_speech_threshold:
+            return False
+        return not (options.logprob_threshold is not None and result.avg_logprob > options.logprob_threshold)
+
+
+def _split_segments(
+    tokens: list[int], timestamp_begin: int, time_offset: float, segment_duration: float
+) -> tuple[list[tuple[float, float, list[int]]], int | None]:
+    """Segments (start, end, tokens) of one window, and how many timestamp steps to seek by (None: the whole
+    window). Segments end at each pair of consecutive timestamp tokens."""
+    is_timestamp = [token >= timestamp_begin for token in tokens]
+    single_timestamp_ending = len(tokens) >= 2 and is_timestamp[-1] and not is_timestamp[-2]
+    cuts = [i for i in range(1, len(tokens)) if is_timestamp[i] and is_timestamp[i - 1]]
+    segments = []
+    if cuts:
+        if single_timestamp_ending:
+            cuts.append(len(tokens))
+        last = 0
+        for cut in cuts:
+            piece = tokens[last:cut]
+            start = time_offset + (piece[0] - timestamp_begin) * TIME_PRECISION
+            end = time_offset + (piece[-1] - timestamp_begin) * TIME_PRECISION
+            segments.append((start, end, piece))
+            last = cut
+        seek_steps = None if single_timestamp_ending else tokens[last - 1] - timestamp_begin
+        return segments, seek_steps
+    duration = segment_duration
+    timestamps = [token for token, stamp in zip(tokens, is_timestamp) if stamp]
+    if timestamps and timestamps[-1] != timestamp_begin:
+        duration = (timestamps[-1] - timestamp_begin) * TIME_PRECISION
+    segments.append((time_offset, time_offset + duration, tokens))
+    return segments, None
+
+
+def _make_segments(
+    decoder: _Decoder, result: _Decoded, pieces: list[tuple[float, float, list[int]]], seek: int
+) -> list[Segment]:
+    segments = []
+    for start, end, tokens in pieces:
+        text = decoder.decode_text(tokens)
+        if start == end or not text.strip():
+            continue  # an empty segment: nothing was said
+        segments.append(
+            Segment(
+                id=0, seek=seek, start=round(start, 3), end=round(end, 3), text=text, tokens=tokens,
+                avg_logprob=result.avg_logprob, compression_ratio=result.compression_ratio,
+                no_speech_prob=result.no_speech_prob, temperature=result.temperature, eot=decoder.eot,
+            )
+        )  # fmt: skip
+    return segments
+
+
+def _window(mel: np.ndarray, seek: int, size: int) -> np.ndarray:
+    """The mel frames [seek, seek + size) padded with zeros to 30 s: (n_mels, N_FRAMES)."""
+    window = np.zeros((mel.shape[0], N_FRAMES), dtype=np.float32)
+    window[:, :size] = mel[:, seek : seek + size]
+    return window
+
+
+class _WordTimer:
+    """Adds word timestamps to the segments of a window (one forward pass of the backend)."""
+
+    def __init__(
+        self,
+        model: Any,
+        decoder: _Decoder,
+        heads: list[tuple[int, int]],
+        median_filter_width: int,
+        punctuation: tuple[str, str],
+        snap: bool = True,
+    ):
+        self.model, self.decoder, self.heads = model, decoder, heads
+        self.median_filter_width = median_filter_width
+        self.prepend, self.append = punctuation
+        self.snap = snap
+
+    def __call__(self, segments: list[Segment], window: np.ndarray, num_frames: int, time_offset: float) -> None:
+        text_tokens = [token for segment in segments for token in segment.text_tokens]
+        if not text_tokens:
+            for segment in segments:
+                segment.words = []
+            return
+        prefix = [*self.decoder.sot_sequence, self.decoder.special.no_timestamps]
+        tokens = np.asarray([[*prefix, *text_tokens, self.decoder.eot]], dtype=np.int32)
+        weights, logits = self.model.alignment_attention(window[None], tokens, self.heads)
+        rows = slice(len(prefix) - 1, tokens.shape[1] - 1)  # the rows that predict the text and <|endoftext|>
+        add_word_timestamps(
+            segments, weights[0][:, rows], logits[0][rows], num_frames, time_offset, self.decoder.tokenizer.decode,
+            self.decoder.eot, self.decoder.options.language, self.median_filter_width, self.prepend, self.append,
+            speech_levels(window) if self.snap else None,
+        )  # fmt: skip
+
+
+def _detect_language(model: Any, mel: np.ndarray, decoder: _Decoder) -> str:
+    if not decoder.special.is_multilingual:
+        return "en"
+    detection = model.detect_language(_window(mel, 0, min(N_FRAMES, mel.shape[1]))[None])
+    return str(detection.languages[0])
+
+
+def _prepare(
+    model: Any, tokenizer: Any, audio: Any, language: str | None, task: str, temperature: Any, **thresholds: Any
+) -> tuple[np.ndarray, int, _Decoder]:
+    waveform = _load(audio)
+    mel = log_mel_spectrogram(waveform, model.config.num_mel_bins, padding=N_SAMPLES)
+    content_frames = mel.shape[1] - N_FRAMES
+    options = _Options(language=language, task=task, temperatures=_temperatures(temperature), **thresholds)
+    decoder = _Decoder(model, tokenizer, options)
+    if language is None:
+        detected = _detect_language(model, mel, decoder)
+        decoder.options = replace(options, language=detected)
+    return mel, content_frames, decoder
+
+
+def transcribe(
+    model: Any,
+    audio: str | os.PathLike[str] | np.ndarray,
+    tokenizer: Any,
+    *,
+    language: str | None = None,
+    task: str = "transcribe",
+    temperature: float | Sequence[float] = DEFAULT_TEMPERATURES,
+    compression_ratio_threshold: float | None = 2.4,
+    logprob_threshold: float | None = -1.0,
+    no_speech_threshold: float | None = 0.6,
+    condition_on_previous_text: bool = True,
+    prompt_reset_on_temperature: float = 0.5,
+    initial_prompt: str | None = None,
+    word_timestamps: bool = False,
+    clip_timestamps: str | Sequence[float] | None = None,
+    num_beams: int = 1,
+    length_penalty: float | None = None,
+    alignment_heads: Sequence[tuple[int, int]] | None = None,
+    model_dir: str | os.PathLike[str] | None = None,
+    median_filter_width: int = MEDIAN_FILTER_WIDTH,
+    prepend_punctuations: str = PREPEND_PUNCTUATIONS,
+    append_punctuations: str = APPEND_PUNCTUATIONS,
+    snap_words_to_speech: bool = True,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> TranscriptionResult:
+    """Transcribe (or translate) ``audio`` of any length, window by window; see the module doc.
+
+    ``audio``: a file path or a 16 kHz mono float waveform. ``language``: detected from the first 30 s when left
+    out on a multilingual model. ``clip_timestamps``: only these ranges, ``"start,end,start,end..."`` seconds.
+    ``alignment_heads`` (or ``model_dir``, to read them from a CTranslate2 ``config.json``) for ``word_timestamps``.
+    ``snap_words_to_speech``: move word bounds in to the loud frames inside them (``timing.snap_to_speech``).
+    ``progress(done_seconds, total_seconds)`` is called after each window.
+    """
+    mel, content_frames, decoder = _prepare(
+        model, tokenizer, audio, language, task, temperature,
+        compression_ratio_threshold=compression_ratio_threshold, logprob_threshold=logprob_threshold,
+        no_speech_threshold=no_speech_threshold, num_beams=num_beams, length_penalty=length_penalty, seed=seed,
+    )  # fmt: skip
+    duration = content_frames / FRAMES_PER_SECOND
+    timer = None
+    if word_timestamps:
+        heads = list(alignment_heads) if alignment_heads else alignment_heads_for(model, model_dir)
+        timer = _WordTimer(
+            model,
+            decoder,
+            heads,
+            median_filter_width,
+            (prepend_punctuations, append_punctuations),
+            snap_words_to_speech,
+        )
+    clips = [
+        (round(start * FRAMES_PER_SECOND), min(round(end * FRAMES_PER_SECOND), content_frames))
+        for start, end in parse_clip_timestamps(clip_timestamps, duration)
+    ]
+
+    all_tokens: list[int] = []
+    if initial_prompt:
+        all_tokens = tokenizer.encode(" " + initial_prompt.strip(), add_special_tokens=False)
+    prompt_reset_since = 0
+    segments: list[Segment] = []
+    clip_index = 0
+    seek = clips[0][0] if clips else 0
+    while clip_index < len(clips):
+        clip_start, clip_end = clips[clip_index]
+        seek = max(seek, clip_start)
+        if seek >= clip_end:
+            clip_index += 1
+            if clip_index < len(clips):
+                seek = clips[clip_index][0]
+            continue
+        time_offset = seek / FRAMES_PER_SECOND
+        size = min(N_FRAMES, content_frames - seek, clip_end - seek)
+        window = _window(mel, seek, size)
+        prompt = all_tokens[prompt_reset_since:][-PROMPT_LENGTH:]
+        result = decoder.decode(window[None], prompt, seed + seek)[0]
+        if decoder.is_silent(result):
+            seek += size
+            _report(progress, seek, content_frames)
+            continue
+
+        pieces, seek_steps = _split_segments(
+            result.tokens, decoder.timestamp_begin, time_offset, size / FRAMES_PER_SECOND
+        )
+        current = _make_segments(decoder, result, pieces, seek)
+        next_seek = seek + size if seek_steps is None else seek + seek_steps * INPUT_STRIDE
+        if timer is not None:
+            timer(current, window, size, time_offset)
+            last_word_end = next((s.words[-1].end for s in reversed(current) if s.words), None)
+            if seek_steps is not None and last_word_end is not None and last_word_end > time_offset:
+                next_seek = round(last_word_end * FRAMES_PER_SECOND)
+        seek = max(next_seek, seek + 1)  # always move on
+
+        for segment in current:
+            segment.id = len(segments)
+            segments.append(segment)
+            all_tokens.extend(segment.tokens)
+        if not condition_on_previous_text or result.temperature > prompt_reset_on_temperature:
+            prompt_reset_since = len(all_tokens)
+        _report(progress, min(seek, content_frames), content_frames)
+
+    return TranscriptionResult(
+        text="".join(segment.text for segment in segments),
+        segments=segments,
+        language=decoder.options.language or "en",
+        duration=duration,
+    )
+
+
+def _report(progress: Progress | None, frames: int, total: int) -> None:
+    if progress is not None:
+        progress(frames / FRAMES_PER_SECOND, total / FRAMES_PER_SECOND)
+
+
+def transcribe_chunked(
+    model: Any,
+    audio: str | os.PathLike[str] | np.ndarray,
+    tokenizer: Any,
+    *,
+    batch_size: int = 8,
+    overlap: float = 5.0,
+    language: str | None = None,
+    task: str = "transcribe",
+    temperature: float | Sequence[float] = DEFAULT_TEMPERATURES,
+    compression_ratio_threshold: float | None = 2.4,
+    logprob_threshold: float | None = -1.0,
+    no_speech_threshold: float | None = 0.6,
+    word_timestamps: bool = False,
+    num_beams: int = 1,
+    length_penalty: float | None = None,
+    alignment_heads: Sequence[tuple[int, int]] | None = None,
+    model_dir: str | os.PathLike[str] | None = None,
+    median_filter_width: int = MEDIAN_FILTER_WIDTH,
+    prepend_punctuations: str = PREPEND_PUNCTUATIONS,
+    append_punctuations: str = APPEND_PUNCTUATIONS,
+    snap_words_to_speech: bool = True,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> TranscriptionResult:
+    """Transcribe ``audio`` as overlapping 30 s chunks decoded ``batch_size`` at a time and stitched; see the module
+    doc. The arguments are ``transcribe``'s, less the prompt (chunks are decoded independently)."""
+    if not 0 <= overlap < CHUNK_LENGTH / 2:
+        raise InputError(f"overlap must be in [0, {CHUNK_LENGTH / 2}) seconds, got {overlap}")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    mel, content_frames, decoder = _prepare(
+        model, tokenizer, audio, language, task, temperature,
+        compression_ratio_threshold=compression_ratio_threshold, logprob_threshold=logprob_threshold,
+        no_speech_threshold=no_speech_threshold, num_beams=num_beams, length_penalty=length_penalty, seed=seed,
+    )  # fmt: skip
+    timer = None
+    if word_timestamps:
+        heads = list(alignment_heads) if alignment_heads else alignment_heads_for(model, model_dir)
+        timer = _WordTimer(
+            model,
+            decoder,
+            heads,
+            median_filter_width,
+            (prepend_punctuations, append_punctuations),
+            snap_words_to_speech,
+        )
+    stride = N_FRAMES - round(overlap * FRAMES_PER_SECOND)
+    starts = list(range(0, max(content_frames - round(overlap * FRAMES_PER_SECOND), 1), stride))
+    half_overlap = (N_FRAMES - stride) / 2 / FRAMES_PER_SECOND
+
+    segments: list[Segment] = []
+    for first in range(0, len(starts), batch_size):
+        batch = starts[first : first + batch_size]
+        sizes = [min(N_FRAMES, content_frames - seek) for seek in batch]
+        windows = np.stack([_window(mel, seek, size) for seek, size in zip(batch, sizes)])
+        results = decoder.decode(windows, [], seed + first)
+        for position, (seek, size, result) in enumerate(zip(batch, sizes, results)):
+            if decoder.is_silent(result):
+                continue
+            offset = seek / FRAMES_PER_SECOND
+            pieces, _ = _split_segments(result.tokens, decoder.timestamp_begin, offset, size / FRAMES_PER_SECOND)
+            chunk = first + position
+            owned_from = 0.0 if chunk == 0 else offset + half_overlap
+            owned_to = np.inf if chunk == len(starts) - 1 else offset + size / FRAMES_PER_SECOND - half_overlap
+            kept = [p for p in pieces if owned_from <= (p[0] + p[1]) / 2 < owned_to]
+            current = _make_segments(decoder, result, kept, seek)
+            if timer is not None and current:
+                timer(current, windows[position], size, offset)
+            for segment in current:
+                segment.id = len(segments)
+                segments.append(segment)
+        _report(progress, min(batch[-1] + sizes[-1], content_frames), content_frames)
+    return TranscriptionResult(
+        text="".join(segment.text for segment in segments),
+        segments=segments,
+        language=decoder.options.language or "en",
+        duration=content_frames / FRAMES_PER_SECOND,
+    )

@@ -1,0 +1,258 @@
+"""Long-form transcription: the window rules against a scripted model, then tiny.en in PyTorch, TensorFlow and Flax
+on the ~60 s multi-voice clip (identical segments and words), and the ``whisper-multi transcribe`` command."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import re
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from whisper_multi.special_tokens import special_tokens_for_vocab
+from whisper_multi.transcribe import (
+    _split_segments,
+    compression_ratio,
+    parse_clip_timestamps,
+    transcribe,
+    transcribe_chunked,
+)
+from whisper_multi.weights.packages import embedded_model_path
+
+LONGFORM = Path(__file__).parent / "fixtures" / "longform"
+SPECIAL = special_tokens_for_vocab(51864)  # tiny.en
+TS = SPECIAL.timestamp_begin
+
+
+def ts(seconds: float) -> int:
+    return TS + round(seconds / 0.02)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Segments of one window
+# ---------------------------------------------------------------------------------------------------------------------
+def test_segments_split_at_timestamp_pairs_and_seek_to_the_last_one() -> None:
+    tokens = [ts(0), 1, 2, ts(1), ts(1), 3, ts(2.5), ts(2.5)]
+    segments, steps = _split_segments(tokens, TS, 10.0, 30.0)
+    assert [(start, end, piece) for start, end, piece in segments] == [
+        (10.0, 11.0, [ts(0), 1, 2, ts(1)]),
+        (11.0, 12.5, [ts(1), 3, ts(2.5)]),
+    ]
+    assert steps == 125  # 2.5 s: the next window starts at the last complete timestamp
+
+
+def test_a_single_timestamp_ending_consumes_the_window() -> None:
+    segments, steps = _split_segments([ts(0), 1, ts(2), ts(2), 3, ts(4)], TS, 0.0, 30.0)
+    assert [(s, e) for s, e, _ in segments] == [(0.0, 2.0), (2.0, 4.0)]
+    assert steps is None
+
+
+def test_text_without_timestamp_pairs_is_one_segment() -> None:
+    segments, steps = _split_segments([ts(0), 1, 2, ts(7)], TS, 30.0, 30.0)
+    assert [(s, e) for s, e, _ in segments] == [(30.0, 37.0)]
+    assert steps is None
+
+
+def test_compression_ratio_and_clip_timestamps() -> None:
+    assert compression_ratio("the same words " * 20) > 2.4 > compression_ratio("It is a truth universally known.")
+    assert parse_clip_timestamps("5,10,20", 40.0) == [(5.0, 10.0), (20.0, 40.0)]
+    assert parse_clip_timestamps(None, 40.0) == [(0.0, 40.0)]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The window loop against a scripted model
+# ---------------------------------------------------------------------------------------------------------------------
+class ScriptedModel:
+    """Answers ``generate`` from ``script(call_index, temperature, prompt)`` -> (tokens, avg_logprob, no_speech)."""
+
+    config = SimpleNamespace(vocab_size=51864, max_target_positions=448, num_mel_bins=80)
+
+    def __init__(self, script):
+        self.script, self.calls = script, []
+
+    def generate(self, features, *, prompt_ids=None, temperature=0.0, **kwargs):
+        prompt = [] if prompt_ids is None else [int(t) for t in prompt_ids]
+        self.calls.append({"temperature": temperature, "prompt": prompt, "features": features})
+        tokens, avg_logprob, no_speech = self.script(len(self.calls) - 1, temperature, prompt)
+        batch = len(features)
+        return SimpleNamespace(
+            sequences=np.asarray([[*prompt, SPECIAL.sot, *tokens, SPECIAL.eot]] * batch),
+            avg_logprobs=np.asarray([avg_logprob] * batch, np.float32),
+            no_speech_probs=np.asarray([no_speech] * batch, np.float32),
+        )
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from whisper_multi.tokenization_fast import WhisperTokenizerFast
+
+    return WhisperTokenizerFast.from_pretrained(embedded_model_path())
+
+
+def _words(tokenizer, text: str) -> list[int]:
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_fallback_to_the_next_temperature_on_repetition(tokenizer) -> None:
+    repeated = [ts(0), *_words(tokenizer, " the same words" * 30), ts(20)]
+    good = [ts(0), *_words(tokenizer, " A fine sentence."), ts(3)]
+    model = ScriptedModel(lambda call, t, prompt: (repeated if t == 0.0 else good, -0.3, 0.01))
+    result = transcribe(model, np.zeros(16000 * 5, np.float32), tokenizer)
+    assert [c["temperature"] for c in model.calls] == [0.0, 0.2]
+    assert [(s.text, s.temperature, s.start, s.end) for s in result.segments] == [(" A fine sentence.", 0.2, 0.0, 3.0)]
+
+
+def test_low_logprob_falls_back_and_silence_is_skipped(tokenizer) -> None:
+    text = [ts(0), *_words(tokenizer, " Hello."), ts(1)]
+
+    # Window 1 is unlikely text (fallback through every temperature); window 2 is silence (skipped, no retry).
+    def script(call, t, prompt):
+        return (text, -1.5, 0.1) if call < 6 else (text, -1.5, 0.9)
+
+    model = ScriptedModel(script)
+    done = []
+    result = transcribe(
+        model, np.zeros(16000 * 45, np.float32), tokenizer, progress=lambda d, total: done.append((d, total))
+    )
+    assert [c["temperature"] for c in model.calls] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 0.0]
+    assert len(result.segments) == 1 and result.segments[0].temperature == 1.0
+    assert done[-1] == (45.0, 45.0)
+
+
+def test_previous_text_is_the_prompt_unless_disabled(tokenizer) -> None:
+    first = [ts(0), *_words(tokenizer, " One."), ts(2), ts(2), *_words(tokenizer, " Two."), ts(4), ts(4)]
+    model = ScriptedModel(lambda call, t, prompt: (first, -0.2, 0.01))
+    transcribe(model, np.zeros(16000 * 6, np.float32), tokenizer, initial_prompt="Names: Ada.")
+    prompt_tokens = _words(tokenizer, " Names: Ada.")
+    assert model.calls[0]["prompt"] == [SPECIAL.sot_prev, *prompt_tokens]
+    assert model.calls[1]["prompt"] == [SPECIAL.sot_prev, *prompt_tokens, *first[:-1]]
+    model = ScriptedModel(lambda call, t, prompt: (first, -0.2, 0.01))
+    transcribe(model, np.zeros(16000 * 6, np.float32), tokenizer, condition_on_previous_text=False)
+    assert [c["prompt"] for c in model.calls] == [[], []]
+
+
+def test_clip_timestamps_limit_the_windows(tokenizer) -> None:
+    text = [ts(0), *_words(tokenizer, " Hi."), ts(1)]
+    model = ScriptedModel(lambda call, t, prompt: (text, -0.2, 0.01))
+    result = transcribe(model, np.zeros(16000 * 60, np.float32), tokenizer, clip_timestamps="5,10,40,42")
+    assert [(s.seek, s.start) for s in result.segments] == [(500, 5.0), (4000, 40.0)]
+
+
+def test_chunks_are_decoded_in_batches_and_keep_the_segments_they_own(tokenizer) -> None:
+    words = _words(tokenizer, " Hi.")
+    text = [ts(0), *words, ts(10), ts(10), *words, ts(20), ts(20), *words, ts(28)]
+    model = ScriptedModel(lambda call, t, prompt: (text, -0.2, 0.01))
+    result = transcribe_chunked(model, np.zeros(16000 * 70, np.float32), tokenizer, batch_size=2, overlap=5.0)
+    assert [len(c["features"]) for c in model.calls] == [2, 1]  # chunks at 0, 25 and 50 s
+    # Chunk 0 owns up to 27.5 s, chunk 1 up to 52.5 s, chunk 2 the rest (its audio ends at 70 s).
+    assert [(s.start, s.end) for s in result.segments] == [
+        (0.0, 10.0), (10.0, 20.0), (20.0, 28.0), (25.0, 35.0), (35.0, 45.0), (45.0, 53.0), (50.0, 60.0),
+        (60.0, 70.0), (70.0, 78.0),
+    ]  # fmt: skip
+    assert [s.id for s in result.segments] == list(range(9))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# tiny.en in three frameworks on the ~60 s clip
+# ---------------------------------------------------------------------------------------------------------------------
+BACKENDS = {
+    "pt": ("whisper_multi.pt", "WhisperForConditionalGeneration", "torch"),
+    "tf": ("whisper_multi.tf", "TFWhisperForConditionalGeneration", "tensorflow"),
+    "flax": ("whisper_multi.flax", "FlaxWhisperForConditionalGeneration", "flax"),
+}
+_RESULTS: dict[str, dict] = {}
+
+
+def _transcribe_60s(backend: str, tokenizer) -> dict:
+    if backend not in _RESULTS:
+        module, name, framework = BACKENDS[backend]
+        pytest.importorskip(framework)
+        model = getattr(importlib.import_module(module), name).from_pretrained(embedded_model_path())
+        result = transcribe(model, LONGFORM / "longform_60s.wav", tokenizer, word_timestamps=True,
+                            model_dir=embedded_model_path())  # fmt: skip
+        _RESULTS[backend] = result.to_dict()
+    return _RESULTS[backend]
+
+
+def _exact(result: dict) -> list:
+    return [
+        (s["seek"], s["start"], s["end"], s["text"], s["tokens"], s["temperature"],
+         [(w["word"], w["start"], w["end"]) for w in s["words"]])
+        for s in result["segments"]
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_pytorch_transcribes_the_60s_clip(tokenizer) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ lives at the repository root
+    from benchmarks.bench_longform import word_error_rate
+
+    result = _transcribe_60s("pt", tokenizer)
+    reference = (LONGFORM / "longform_60s.txt").read_text()
+    assert word_error_rate(reference, result["text"]) < 0.3
+    assert result["duration"] == pytest.approx(59.9, abs=1.0)
+    segments = result["segments"]
+    assert [s["id"] for s in segments] == list(range(len(segments))) and len(segments) >= 6
+    assert all(a["end"] <= b["start"] + 1e-6 for a, b in itertools.pairwise(segments))
+    assert all(s["words"] for s in segments)
+    # The 3 s pause after the second paragraph (which ends near 38.6 s) holds no segment.
+    assert not any(39.0 < (s["start"] + s["end"]) / 2 < 40.5 for s in segments)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tf", "flax"])
+def test_segments_and_words_identical_across_frameworks(backend: str, tokenizer) -> None:
+    reference = _transcribe_60s("pt", tokenizer)
+    result = _transcribe_60s(backend, tokenizer)
+    assert _exact(result) == _exact(reference)
+    for ours, theirs in zip(result["segments"], reference["segments"]):
+        assert ours["avg_logprob"] == pytest.approx(theirs["avg_logprob"], abs=1e-4)
+        assert ours["no_speech_prob"] == pytest.approx(theirs["no_speech_prob"], abs=1e-4)
+        probabilities = [(a["probability"], b["probability"]) for a, b in zip(ours["words"], theirs["words"])]
+        np.testing.assert_allclose(*zip(*probabilities), atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_cli_writes_parseable_outputs_and_reports_bad_files(tmp_path, capsys) -> None:
+    import soundfile
+
+    from test_writers import parse_srt, parse_vtt
+    from whisper_multi.cli import main
+
+    pytest.importorskip("torch")
+    clip, rate = soundfile.read(LONGFORM / "longform_60s.wav", dtype="float32")
+    two_minutes = tmp_path / "talk.wav"
+    soundfile.write(two_minutes, np.concatenate([clip, clip]), rate)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF....WAVEfmt not really audio")
+    out = tmp_path / "out"
+
+    code = main(
+        ["transcribe", str(broken), str(two_minutes), "--output-format", "srt,vtt,json", "--output-dir", str(out)]
+    )
+    captured = capsys.readouterr()
+    assert code == 1
+    errors = [line for line in captured.err.splitlines() if "error" in line]
+    assert len(errors) == 1 and str(broken) in errors[0], captured.err
+    bar = re.findall(r"talk\.wav: \[#{30}\]\s+(\d+\.\d)/(\d+\.\d) s", captured.err.replace("\r", "\n"))
+    assert bar and bar[-1][0] == bar[-1][1] and float(bar[-1][1]) >= 119.0, captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["talk.json", "talk.srt", "talk.vtt"]
+
+    data = json.loads((out / "talk.json").read_text())
+    srt = parse_srt((out / "talk.srt").read_text())
+    vtt = parse_vtt((out / "talk.vtt").read_text())
+    assert data["language"] == "en" and len(srt) == len(vtt) == len(data["segments"]) >= 12
+    assert [cue[0] for cue in srt] == list(range(1, len(srt) + 1))
+    for cue, (start, end, text), segment in zip(srt, vtt, data["segments"]):
+        assert cue[1] == start == pytest.approx(segment["start"], abs=1e-3)
+        assert cue[2] == end == pytest.approx(segment["end"], abs=1e-3)
+        assert cue[3] == text == " ".join(segment["text"].split())
+    assert srt[-1][2] > 100.0  # the second minute was transcribed too
