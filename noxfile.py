@@ -81,8 +81,8 @@ def tests_flax(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def core(session: nox.Session) -> None:
-    """Core tests in an environment where no framework is installed at all."""
-    session.install(*CONSTRAINTS, "-e", ".[test]")
+    """Core tests in an environment where no framework (torch, TF, JAX) is installed at all; audio decoding is."""
+    session.install(*CONSTRAINTS, "-e", ".[audio,test]")
     probe = "import importlib.util as u, sys; found = [m for m in sys.argv[1:] if u.find_spec(m)]; sys.exit(f'frameworks installed: {found}' if found else 0)"
     session.run("python", "-c", probe, *FRAMEWORK_MODULES)
     _pytest(session, "tests", "--ignore=tests/peers")

@@ -222,12 +222,12 @@ def test_segments_and_words_identical_across_frameworks(backend: str, tokenizer)
 # ---------------------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_cli_writes_parseable_outputs_and_reports_bad_files(tmp_path, capsys) -> None:
-    import soundfile
+    pytest.importorskip("torch")
+    soundfile = pytest.importorskip("soundfile", reason="audio files need the `audio` extra")
 
     from test_writers import parse_srt, parse_vtt
     from whisper_multi.cli import main
 
-    pytest.importorskip("torch")
     clip, rate = soundfile.read(LONGFORM / "longform_60s.wav", dtype="float32")
     two_minutes = tmp_path / "talk.wav"
     soundfile.write(two_minutes, np.concatenate([clip, clip]), rate)
