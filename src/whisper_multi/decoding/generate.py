@@ -10,8 +10,9 @@ the final ``<|endoftext|>``, padded with ``pad_token_id``; with ``return_dict_in
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Hashable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -176,3 +177,17 @@ def _avg_logprobs(result: SearchResult, plan: DecodingPlan) -> np.ndarray:
         [len(row) - plan.prefix_length - int(end) for row, end in zip(result.sequences, ended)], dtype=np.float32
     )
     return (result.sum_logprobs / (lengths + 1)).astype(np.float32)
+
+
+BackendT = TypeVar("BackendT")
+_BACKENDS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, bool], Any]] = weakref.WeakKeyDictionary()
+
+
+def cached_backend(model: Any, compiled: bool, factory: Callable[[Any, bool], BackendT]) -> BackendT:
+    """The backend object of ``model`` for one path (eager or compiled), made once and kept while the model lives,
+    so compiled functions are reused across ``generate`` calls."""
+    backends = _BACKENDS.setdefault(model, {})
+    key = (factory, compiled)
+    if key not in backends:
+        backends[key] = factory(model, compiled)
+    return backends[key]

@@ -12,7 +12,6 @@ folded with the step, the same eager and compiled.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -205,14 +204,8 @@ class JaxBackend:
         return jnp.asarray(np.asarray(array, dtype=np.int32))
 
 
-_BACKENDS: weakref.WeakKeyDictionary[Any, dict[bool, JaxBackend]] = weakref.WeakKeyDictionary()
-
-
 def _backend(model: Any, compiled: bool) -> JaxBackend:
-    backends = _BACKENDS.setdefault(model, {})
-    if compiled not in backends:
-        backends[compiled] = JaxBackend(model, compiled)
-    return backends[compiled]
+    return core.cached_backend(model, compiled, JaxBackend)
 
 
 class FlaxWhisperGenerationMixin:

@@ -12,7 +12,6 @@ noise of each step depends only on that seed and the step, so eager and compiled
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -190,14 +189,8 @@ class TorchBackend:
         return torch.from_numpy(np.asarray(array, dtype=np.int64)).to(self.model.device)
 
 
-_BACKENDS: weakref.WeakKeyDictionary[Any, dict[bool, TorchBackend]] = weakref.WeakKeyDictionary()
-
-
 def _backend(model: Any, compiled: bool) -> TorchBackend:
-    backends = _BACKENDS.setdefault(model, {})
-    if compiled not in backends:
-        backends[compiled] = TorchBackend(model, compiled)
-    return backends[compiled]
+    return core.cached_backend(model, compiled, TorchBackend)
 
 
 def _seed(seed: int | None, generator: torch.Generator | None) -> int:

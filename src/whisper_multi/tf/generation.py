@@ -13,7 +13,6 @@ eager and compiled (TF's stateless RNG kernels and XLA's differ for the same see
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -205,14 +204,8 @@ class TFBackend:
         return tf.constant(np.asarray(array, dtype=np.int32))
 
 
-_BACKENDS: weakref.WeakKeyDictionary[Any, dict[bool, TFBackend]] = weakref.WeakKeyDictionary()
-
-
 def _backend(model: Any, compiled: bool) -> TFBackend:
-    backends = _BACKENDS.setdefault(model, {})
-    if compiled not in backends:
-        backends[compiled] = TFBackend(model, compiled)
-    return backends[compiled]
+    return core.cached_backend(model, compiled, TFBackend)
 
 
 class TFWhisperGenerationMixin:
