@@ -154,8 +154,10 @@ def markdown(data: dict[str, Any], rows: Sequence[check.Row]) -> str:
         "Every stage is fed identical inputs in every framework (the same mel features; the decoder stages the same "
         "encoder states, those of the first framework listed), so a difference names the stage that makes it. "
         "Differences are max and mean absolute values (gradients: relative to the largest magnitude of the first "
-        "framework's gradient, per parameter; token ids: the number of differing positions). `not available` and "
-        "`skipped` rows are not passes.",
+        "framework's gradient, per parameter; token ids: the number of differing positions). On real weights each "
+        "hidden state is judged against its own bound, which grows with the largest magnitude the residual stream "
+        "has reached up to it (tolerance column: the largest of them). `not available` and `skipped` rows are not "
+        "passes.",
         "",
     ]
     lines += _structure_section(data)

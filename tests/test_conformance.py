@@ -165,3 +165,26 @@ def test_check_cli_on_tiny_en_passes_for_every_backend(capsys):
     ):
         assert f"| {stage}" in out
     assert code == 0, out
+
+
+# --- tolerances --------------------------------------------------------------------------------------------------------
+def test_hidden_state_bounds_grow_with_the_largest_magnitude_reached_so_far():
+    tolerances = check.Tolerances(hidden_states=1e-4, hidden_states_relative=2e-5)
+    states = [np.full(4, 5.0), np.array([-500.0, 1.0, 2.0, 3.0]), np.full(4, 20.0)]
+    bounds = tolerances.for_states("encoder_hidden_states", states)
+    assert bounds == pytest.approx([1e-4 + 2e-5 * 5, 1e-4 + 2e-5 * 500, 1e-4 + 2e-5 * 500])
+    assert tolerances.for_states("logits", states) == [tolerances.absolute] * 3  # only hidden states scale
+    assert check.RANDOM_TOLERANCES.for_states("encoder_hidden_states", states) == [1e-5] * 3
+
+
+def test_a_hidden_state_above_its_own_bound_fails_the_row_and_is_named():
+    def row(differences: list[float]) -> check.Row:
+        layers = [[d, d / 10] for d in differences]
+        return check.judged(check.Row(
+            "base", "direct", "encoder_hidden_states", "pt-tf", max(differences), 0.0, 1e-2, "",
+            layers=layers, layer_tolerances=[2e-4, 1e-2, 1e-2],
+        ))  # fmt: skip
+
+    assert row([1e-4, 5e-3, 1e-3]).passed
+    assert not row([3e-4, 5e-3, 1e-3]).passed  # state 0 is above its 2e-4 although the largest bound is 1e-2
+    assert "first above tolerance: state 0" in check._layer_note([[3e-4, 0.0], [5e-3, 0.0]], "encoder_hidden_states", [2e-4, 1e-2])

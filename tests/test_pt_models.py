@@ -258,6 +258,24 @@ def test_loss_is_the_mean_cross_entropy_over_kept_labels(model):
     assert abs(float(out.loss) - float(-(picked[kept]).mean())) < 1e-5
 
 
+def test_the_loss_over_a_whole_vocabulary_is_as_exact_as_float32_allows():
+    """Confident logits over 51,865 tokens, as a trained model gives: F.cross_entropy's float32 CPU log_softmax is
+    6.9e-6 off the float64 loss here (and 1.2e-5 on the real base checkpoint); logsumexp is within 1e-7."""
+    from whisper_multi.pt.modeling_whisper import _cross_entropy
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0.0, 2.0, (23, 51865)).astype(np.float32)
+    labels = rng.integers(0, 51865, 23)
+    logits[np.arange(23), labels] += 15.0
+    labels[-2:] = -100
+    wide, kept = logits.astype(np.float64), labels != -100
+    log_sum = np.log(np.exp(wide - wide.max(-1, keepdims=True)).sum(-1)) + wide.max(-1)
+    expected = np.mean((log_sum - wide[np.arange(23), np.where(kept, labels, 0)])[kept])
+    found = _cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels), ignore_index=-100)
+    assert abs(float(found) - expected) < 2e-7
+    assert torch.isnan(_cross_entropy(torch.from_numpy(logits[:2]), torch.full((2,), -100), ignore_index=-100))
+
+
 def test_a_few_optimizer_steps_lower_the_loss():
     small_vocab = {
         "vocab_size": 500,
