@@ -98,6 +98,25 @@ def test_snap_to_speech_moves_bounds_in_to_loud_frames() -> None:
     assert [(w.start, w.end) for w in words] == [(0.5, 0.8), (1.5, 1.6), (2.5, 2.9)]  # c: no speech, unchanged
 
 
+def test_a_burst_of_the_next_word_after_a_pause_goes_back_to_it() -> None:
+    """Dynamic time warping put the shared boundary 5 frames into the next word (and, below, 5 frames early): after
+    a 0.3 s pause those frames are the neighbour's speech, so the words end and start where their speech does."""
+    levels = np.zeros(300)
+    levels[50:100] = 1.0  # word a: 0.5-1.0 s
+    levels[130:180] = 1.0  # word b: 1.3-1.8 s
+    late = [Word(" a", 0.5, 1.35, 1.0), Word(" b", 1.35, 1.8, 1.0)]
+    snap_to_speech(late, levels)
+    assert [(w.start, w.end) for w in late] == [(0.5, 1.0), (1.3, 1.8)]
+    early = [Word(" a", 0.5, 0.95, 1.0), Word(" b", 0.95, 1.8, 1.0)]
+    snap_to_speech(early, levels)
+    assert [(w.start, w.end) for w in early] == [(0.5, 1.0), (1.3, 1.8)]
+    # A closure shorter than the pause (a stop consonant inside one word) is not a boundary: the burst stays.
+    levels[100:110], levels[110:115] = 0.0, 1.0  # 0.1 s of silence, then a 0.05 s burst, inside word a
+    closure = [Word(" a", 0.5, 1.15, 1.0), Word(" b", 1.15, 1.8, 1.0)]
+    snap_to_speech(closure, levels)
+    assert [(w.start, w.end) for w in closure] == [(0.5, 1.15), (1.3, 1.8)]
+
+
 def test_alignment_heads(tmp_path) -> None:
     class Config:
         decoder_layers, decoder_attention_heads = 4, 2
@@ -113,8 +132,8 @@ def test_alignment_heads(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_word_times_of_the_concatenated_clip(tokenizer) -> None:
-    """tiny.en's word starts within 0.2 s of the truth for at least 90 % of the words (ends: 80 %); measured
-    28/28 starts and 24/28 ends."""
+    """tiny.en's word starts and ends within 0.2 s of the truth for at least 90 % of the words; measured 28/28 starts
+    (worst 0.15 s) and 28/28 ends (worst 0.16 s)."""
     torch_models = pytest.importorskip("whisper_multi.pt")
     from whisper_multi.transcribe import transcribe
 
@@ -127,6 +146,6 @@ def test_word_times_of_the_concatenated_clip(tokenizer) -> None:
     starts = np.mean([abs(w.start - t["start"]) <= 0.2 for w, t in zip(words, truth)])
     ends = np.mean([abs(w.end - t["end"]) <= 0.2 for w, t in zip(words, truth)])
     assert starts >= 0.9, f"{starts:.0%} of word starts within 0.2 s"
-    assert ends >= 0.8, f"{ends:.0%} of word ends within 0.2 s"
+    assert ends >= 0.9, f"{ends:.0%} of word ends within 0.2 s"
     matched = np.mean([w.word.strip(" .,").lower() == t["word"] for w, t in zip(words, truth)])
     assert matched >= 0.9

@@ -19,6 +19,7 @@ head of the upper half of the decoder layers.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import string
@@ -283,6 +284,8 @@ def _shorten_long_words(words: list[Word]) -> None:
 
 
 SPEECH_LEVEL = 0.25  # a frame is speech above this fraction of the way from the window's quietest frame to its loudest
+PAUSE_FRAMES = 15  # quiet frames (0.15 s) that separate two words; a stop consonant's closure is shorter
+STRAY_FRAMES = 10  # at most this much (0.1 s) of a neighbour's speech is taken to have crossed a shared boundary
 
 
 def speech_levels(mel_window: np.ndarray) -> np.ndarray:
@@ -303,6 +306,7 @@ def snap_to_speech(words: list[Word], levels: np.ndarray) -> None:
     if peak - floor <= 1e-6:
         return
     loud = levels > floor + SPEECH_LEVEL * (peak - floor)
+    _move_stray_speech_across_boundaries(words, loud)
     for word in words:
         first = max(0, round(word.start * FRAMES_PER_SECOND))
         last = min(len(loud), round(word.end * FRAMES_PER_SECOND))
@@ -310,6 +314,38 @@ def snap_to_speech(words: list[Word], levels: np.ndarray) -> None:
         if len(frames):
             word.start = (first + int(frames[0])) / FRAMES_PER_SECOND
             word.end = (first + int(frames[-1]) + 1) / FRAMES_PER_SECOND
+
+
+def _loud_run(loud: np.ndarray, start: int, step: int, stop: int) -> int:
+    """How many frames from ``start`` towards ``stop`` (exclusive; ``step`` +1 or -1) are loud (``loud`` True)
+    before the first quiet one; with ``loud`` False, the quiet ones before the first loud one."""
+    count, frame = 0, start
+    while frame != stop and 0 <= frame < len(loud) and loud[frame]:
+        count, frame = count + 1, frame + step
+    return count
+
+
+def _move_stray_speech_across_boundaries(words: list[Word], loud: np.ndarray) -> None:
+    """Where one word ends exactly where the next starts, a short burst of speech at the edge of one word, cut from
+    the rest of it by a pause, is the other word's: dynamic time warping put the boundary a few frames into the
+    neighbour. Move the boundary to the pause's far side so that snapping finds each word's own speech."""
+    quiet = ~loud
+    for before, after in itertools.pairwise(words):
+        boundary = round(before.end * FRAMES_PER_SECOND)
+        if boundary != round(after.start * FRAMES_PER_SECOND):
+            continue
+        first, last = round(before.start * FRAMES_PER_SECOND), round(after.end * FRAMES_PER_SECOND)
+        onset = _loud_run(loud, boundary - 1, -1, first - 1)  # the next word's start, late, at the end of this one
+        if 0 < onset <= STRAY_FRAMES:
+            pause = _loud_run(quiet, boundary - 1 - onset, -1, first - 1)
+            if pause >= PAUSE_FRAMES and boundary - onset - pause > first:
+                before.end = after.start = (boundary - onset) / FRAMES_PER_SECOND
+                continue
+        offset = _loud_run(loud, boundary, 1, last)  # this word's end, early, at the start of the next one
+        if 0 < offset <= STRAY_FRAMES:
+            pause = _loud_run(quiet, boundary + offset, 1, last)
+            if pause >= PAUSE_FRAMES and boundary + offset + pause < last:
+                before.end = after.start = (boundary + offset) / FRAMES_PER_SECOND
 
 
 def add_word_timestamps(
