@@ -284,6 +284,7 @@ def _shorten_long_words(words: list[Word]) -> None:
 
 
 SPEECH_LEVEL = 0.25  # a frame is speech above this fraction of the way from the window's quietest frame to its loudest
+SPEECH_RANGE = 0.25  # log-mel units of 40 dB: a window whose frames span under 10 dB holds no speech to tell apart
 PAUSE_FRAMES = 15  # quiet frames (0.15 s) that separate two words; a stop consonant's closure is shorter
 STRAY_FRAMES = 10  # at most this much (0.1 s) of a neighbour's speech is taken to have crossed a shared boundary
 

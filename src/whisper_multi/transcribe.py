@@ -4,14 +4,16 @@ Two ways through a long recording, both over the log-mel of the whole input (``f
 
 - ``transcribe`` (openai-whisper's and faster-whisper's algorithm): one 30 s window at a time; the window is decoded
   with timestamps and cut into segments at each pair of timestamp tokens; the next window starts at the last
-  timestamp (or after the whole window when the text ends on a lone timestamp). A window whose text compresses too
+  timestamp (or after the whole window when the text ends on a lone timestamp, unless at least a second of speech
+  follows the last segment in the window: the model stopped early, so the next window starts there). A window whose
+  text compresses too
   well (zlib ratio above ``compression_ratio_threshold``, a sign of repetition) or whose tokens are too unlikely
   (average log-probability below ``logprob_threshold``) is decoded again at the next ``temperature``; a window the
   model finds silent (``<|nospeech|>`` probability above ``no_speech_threshold`` with unlikely tokens) is skipped.
   The text so far is the prompt of the next window (``condition_on_previous_text``), after ``initial_prompt``.
 - ``transcribe_chunked``: overlapping 30 s chunks decoded together as batches (no prompt, so they are independent)
-  and stitched: each chunk keeps the segments whose middle falls in the part of the audio it owns (up to the middle
-  of its overlaps). Faster on hardware that runs a batch in about the time of one item; a little less accurate at
+  and stitched: each chunk keeps the segments (with ``word_timestamps``, the words) whose middle falls after the end
+  of the text kept from the chunk before and before the middle of its overlap with the next one. Faster on hardware that runs a batch in about the time of one item; a little less accurate at
   chunk edges.
 
 The model is any backend's ``WhisperForConditionalGeneration``: this module calls only its ``generate`` (the tensor
@@ -35,6 +37,8 @@ from .timing import (
     APPEND_PUNCTUATIONS,
     MEDIAN_FILTER_WIDTH,
     PREPEND_PUNCTUATIONS,
+    SPEECH_LEVEL,
+    SPEECH_RANGE,
     Word,
     add_word_timestamps,
     alignment_heads_for,
@@ -48,6 +52,8 @@ DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 MAX_INITIAL_TIMESTAMP = 1.0  # seconds: the first timestamp of a window comes no later than this
 SAMPLE_LENGTH = 224  # the most tokens decoded per window (half the decoder's context), as openai-whisper
 PROMPT_LENGTH = 223  # the most previous-text tokens in a prompt
+UNHEARD_SPEECH_FRAMES = 100  # loud frames (1 s) after a window's last segment that a lone-timestamp ending can't skip
+LAST_WORD_DECAY_FRAMES = 50  # frames after the last segment's end still counted as its sound
 Progress = Callable[[float, float], None]
 
 
@@ -316,6 +322,40 @@ def _make_segments(
     return segments
 
 
+def _keep_owned_words(segments: list[Segment], owned_from: float, owned_to: float) -> list[Segment]:
+    """The segments cut down to their words whose middle falls in [owned_from, owned_to); a segment left without
+    words is dropped, one cut short gets the text, tokens and bounds of the words it keeps."""
+    kept = []
+    for segment in segments:
+        words = [w for w in segment.words or [] if owned_from <= (w.start + w.end) / 2 < owned_to]
+        if not words:
+            continue
+        if len(words) < len(segment.words or []):
+            segment.words = words
+            segment.text = "".join(word.word for word in words)
+            segment.tokens = [token for word in words for token in word.tokens]
+            segment.start, segment.end = words[0].start, words[-1].end
+        kept.append(segment)
+    return kept
+
+
+def _last_end(segments: list[Segment]) -> float:
+    """Where the last segment's speech ends: its last word's end when words were timed, else its end."""
+    last = segments[-1]
+    return last.words[-1].end if last.words else last.end
+
+
+def _speech_left_behind(window: np.ndarray, size: int, end_frame: int) -> bool:
+    """Whether the window's first ``size`` frames hold at least ``UNHEARD_SPEECH_FRAMES`` of speech after
+    ``end_frame`` (the end of its last segment) and the decay of the last word."""
+    levels = speech_levels(window[:, :size])
+    floor, peak = float(levels.min()), float(levels.max())
+    if peak - floor < SPEECH_RANGE:  # noise or silence throughout
+        return False
+    loud = levels[end_frame + LAST_WORD_DECAY_FRAMES :] > floor + SPEECH_LEVEL * (peak - floor)
+    return int(loud.sum()) >= UNHEARD_SPEECH_FRAMES
+
+
 def _window(mel: np.ndarray, seek: int, size: int) -> np.ndarray:
     """The mel frames [seek, seek + size) padded with zeros to 30 s: (n_mels, N_FRAMES)."""
     window = np.zeros((mel.shape[0], N_FRAMES), dtype=np.float32)
@@ -402,6 +442,7 @@ def transcribe(
     prepend_punctuations: str = PREPEND_PUNCTUATIONS,
     append_punctuations: str = APPEND_PUNCTUATIONS,
     snap_words_to_speech: bool = True,
+    resume_after_early_stop: bool = True,
     seed: int = 0,
     progress: Progress | None = None,
 ) -> TranscriptionResult:
@@ -411,6 +452,9 @@ def transcribe(
     out on a multilingual model. ``clip_timestamps``: only these ranges, ``"start,end,start,end..."`` seconds.
     ``alignment_heads`` (or ``model_dir``, to read them from a CTranslate2 ``config.json``) for ``word_timestamps``.
     ``snap_words_to_speech``: move word bounds in to the loud frames inside them (``timing.snap_to_speech``).
+    ``resume_after_early_stop``: when a window's text ends on a lone timestamp but a second or more of speech follows
+    its last segment, start the next window at that segment's end instead of skipping the rest of the window
+    (False: openai-whisper's and faster-whisper's rule).
     ``progress(done_seconds, total_seconds)`` is called after each window.
     """
     mel, content_frames, decoder = _prepare(
@@ -470,6 +514,12 @@ def transcribe(
             last_word_end = next((s.words[-1].end for s in reversed(current) if s.words), None)
             if seek_steps is not None and last_word_end is not None and last_word_end > time_offset:
                 next_seek = round(last_word_end * FRAMES_PER_SECOND)
+        if seek_steps is None and current and resume_after_early_stop:
+            # The text ended on a lone timestamp, which skips the rest of the window; where speech remains after
+            # the last segment (the tiny models stop at long pauses), the next window starts at that segment's end.
+            end_frame = round((_last_end(current) - time_offset) * FRAMES_PER_SECOND)
+            if end_frame >= FRAMES_PER_SECOND and _speech_left_behind(window, size, end_frame):
+                next_seek = seek + end_frame
         seek = max(next_seek, seek + 1)  # always move on
 
         for segment in current:
@@ -545,6 +595,7 @@ def transcribe_chunked(
     half_overlap = (N_FRAMES - stride) / 2 / FRAMES_PER_SECOND
 
     segments: list[Segment] = []
+    stitched_until = 0.0
     for first in range(0, len(starts), batch_size):
         batch = starts[first : first + batch_size]
         sizes = [min(N_FRAMES, content_frames - seek) for seek in batch]
@@ -556,12 +607,18 @@ def transcribe_chunked(
             offset = seek / FRAMES_PER_SECOND
             pieces, _ = _split_segments(result.tokens, decoder.timestamp_begin, offset, size / FRAMES_PER_SECOND)
             chunk = first + position
-            owned_from = 0.0 if chunk == 0 else offset + half_overlap
+            owned_from = stitched_until  # where the previous chunk's text ends, even where it stopped early
             owned_to = np.inf if chunk == len(starts) - 1 else offset + size / FRAMES_PER_SECOND - half_overlap
-            kept = [p for p in pieces if owned_from <= (p[0] + p[1]) / 2 < owned_to]
-            current = _make_segments(decoder, result, kept, seek)
-            if timer is not None and current:
-                timer(current, windows[position], size, offset)
+            if timer is None:
+                kept = [p for p in pieces if owned_from <= (p[0] + p[1]) / 2 < owned_to]
+                current = _make_segments(decoder, result, kept, seek)
+            else:  # time the words of the whole chunk, then keep the words it owns: no word twice, none lost
+                current = _make_segments(decoder, result, pieces, seek)
+                if current:
+                    timer(current, windows[position], size, offset)
+                current = _keep_owned_words(current, owned_from, owned_to)
+            if current:
+                stitched_until = current[-1].end
             for segment in current:
                 segment.id = len(segments)
                 segments.append(segment)
