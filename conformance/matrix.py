@@ -33,7 +33,7 @@ SOURCE_POSITIONS, TARGET_POSITIONS = 16, 32  # 32 mel frames keep the random mod
 FORMATS = ("canonical", "pt", "tf", "flax", "openai", "ct2")
 SOURCES = ("direct", *FORMATS)
 FORMAT_GROUPS = ("weights", "e2e")
-QUICK_CONFIGS = ("tiny", "odd", "large-v3-shape", "tiny.en")
+QUICK_CONFIGS = ("tiny", "odd", "large-v3-shape", "tiny.en", "base")
 QUICK_REAL_SOURCES = ("direct", "canonical", "ct2")  # --quick: the real checkpoint's own format and ours
 
 

@@ -187,4 +187,6 @@ def test_a_hidden_state_above_its_own_bound_fails_the_row_and_is_named():
 
     assert row([1e-4, 5e-3, 1e-3]).passed
     assert not row([3e-4, 5e-3, 1e-3]).passed  # state 0 is above its 2e-4 although the largest bound is 1e-2
-    assert "first above tolerance: state 0" in check._layer_note([[3e-4, 0.0], [5e-3, 0.0]], "encoder_hidden_states", [2e-4, 1e-2])
+    assert "first above tolerance: state 0" in check._layer_note(
+        [[3e-4, 0.0], [5e-3, 0.0]], "encoder_hidden_states", [2e-4, 1e-2]
+    )
