@@ -7,6 +7,13 @@ temperature 0 with fallback, condition on previous text, word timestamps. Report
 English text normalizer, the wall time, and whether our three backends gave identical segments and words.
 
     python benchmarks/bench_longform.py [--seconds 600] [--backends pt,tf,flax] [--json out.json]
+
+In the suite (``python -m benchmarks --only longform``, case 4 of benchmarks/README.md) ``cases()`` times five
+minutes of that prose: our sequential ``transcribe`` and chunked ``transcribe_chunked`` (batches of 8) in each
+backend (its default path: PyTorch eager, TF and Flax compiled) beside faster-whisper's sequential ``transcribe``
+and its ``BatchedInferencePipeline`` (batches of 8), CTranslate2 float32, the same options (greedy, English, word
+timestamps). Target: the fastest of our sequential cases at most 1.0x faster-whisper sequential, the fastest
+batched case at most 1.0x faster-whisper batched; peak RSS is reported beside.
 """
 
 from __future__ import annotations
@@ -25,6 +32,11 @@ from typing import Any
 
 import numpy as np
 
+if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness import Case, Peer, Run, Settings, Unavailable
+
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = {
     "pt": ("whisper_multi.pt", "WhisperForConditionalGeneration"),
@@ -32,6 +44,9 @@ BACKENDS = {
     "flax": ("whisper_multi.flax", "FlaxWhisperForConditionalGeneration"),
 }
 OPTIONS = {"language": "en", "word_timestamps": True, "condition_on_previous_text": True}
+SUITE_SECONDS = 300.0  # the suite's long-form audio: five minutes
+SMOKE_AUDIO = ROOT / "tests" / "fixtures" / "longform" / "longform_60s.wav"
+BATCH_SIZE = 8
 
 
 def _fixtures_module() -> Any:
@@ -107,6 +122,61 @@ def _comparable(result: dict[str, Any]) -> list[Any]:
         (s["start"], s["end"], s["text"], s["tokens"], [(w["word"], w["start"], w["end"]) for w in s.get("words", [])])
         for s in result["segments"]
     ]
+
+
+# --- the suite's cases ---------------------------------------------------------------------------------------------
+def _suite_audio(settings: Settings) -> Path:
+    if settings.smoke:
+        return SMOKE_AUDIO
+    try:
+        return evaluation_audio(SUITE_SECONDS)[0]
+    except Exception as error:  # espeak-ng missing and nothing cached
+        raise Unavailable(f"no {SUITE_SECONDS:.0f} s of synthesized prose (needs espeak-ng): {error}") from error
+
+
+def _ours(backend: str, batched: bool, settings: Settings) -> Any:
+    from whisper_multi.audio import load_audio
+    from whisper_multi.tokenization_fast import WhisperTokenizerFast
+    from whisper_multi.transcribe import transcribe, transcribe_chunked
+    from whisper_multi.weights.packages import embedded_model_path
+
+    directory = embedded_model_path()
+    module, name = BACKENDS[backend]
+    model = getattr(importlib.import_module(module), name).from_pretrained(directory)
+    tokenizer = WhisperTokenizerFast.from_pretrained(directory)
+    audio = load_audio(str(_suite_audio(settings)))
+    if batched:
+        options = {"language": "en", "word_timestamps": True, "batch_size": BATCH_SIZE}
+        return lambda: transcribe_chunked(model, audio, tokenizer, model_dir=directory, **options)
+    return lambda: transcribe(model, audio, tokenizer, model_dir=directory, **OPTIONS)
+
+
+def _faster_whisper(batched: bool, settings: Settings) -> Any:
+    try:
+        from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio
+    except ImportError as error:
+        raise Unavailable(f"faster-whisper is not installed: {error}") from error
+    from whisper_multi.weights.packages import embedded_model_path
+
+    model = WhisperModel(str(embedded_model_path()), device="cpu", compute_type="float32")
+    audio = decode_audio(str(_suite_audio(settings)))
+    if batched:
+        pipeline = BatchedInferencePipeline(model)
+        options = {"language": "en", "word_timestamps": True, "batch_size": BATCH_SIZE}
+        return lambda: list(pipeline.transcribe(audio, beam_size=1, **options)[0])
+    return lambda: list(model.transcribe(audio, beam_size=1, best_of=1, **OPTIONS)[0])
+
+
+def cases() -> list[Case]:
+    from functools import partial
+
+    result = []
+    for batched, mode in ((False, "sequential"), (True, "batched")):
+        peer = Peer(Run(f"faster-whisper {mode}", partial(_faster_whisper, batched)), target=1.0, fastest_only=True)
+        for backend in BACKENDS:
+            ours = Run(f"whisper_multi {backend} {mode}", partial(_ours, backend, batched))
+            result.append(Case(f"longform/{backend}-{mode}", "longform", ours, (peer,), report_peak_rss=True))
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -185,6 +185,26 @@ def test_sampling_is_seeded_and_the_same_eager_and_compiled(
     assert any(tokens != first for tokens in other)
 
 
+def test_given_encoder_states_decode_as_the_features_do(
+    tiny_en: tuple[str, Any], features: dict[str, np.ndarray]
+) -> None:
+    """``encode_audio`` once, then ``generate(encoder_outputs=...)`` and ``alignment_attention(encoder_states=...)``:
+    the same tokens and attention as from the features (the long-form loop encodes each window once this way)."""
+    _, model = tiny_en
+    clip = features["speech_en_short"]
+    states = model.encode_audio(clip)
+    assert tuple(np.asarray(states).shape) == (1, 1500, 384)
+    from_states = _tokens(model.generate(clip, encoder_outputs=states, max_new_tokens=12))
+    from_outputs = _tokens(model.generate(clip, encoder_outputs=(states,), max_new_tokens=12))
+    assert from_states == from_outputs == [TRANSFORMERS["speech_en_short/greedy"]["tokens"][:12]]
+    ids = np.asarray([[50257, 50362, *from_states[0]]], dtype=np.int32)
+    weights, logits = model.alignment_attention(clip, ids, [(2, 0), (3, 1)], encoder_states=states)
+    again, again_logits = model.alignment_attention(clip, ids, [(2, 0), (3, 1)])
+    assert weights.shape == (1, 2, ids.shape[1], 1500) and logits.shape == (1, ids.shape[1], 51864)
+    np.testing.assert_allclose(weights, again, atol=1e-6)
+    np.testing.assert_allclose(logits, again_logits, atol=1e-4)
+
+
 def test_english_only_model_refuses_other_languages(tiny_en: tuple[str, Any], features: dict[str, np.ndarray]) -> None:
     _, model = tiny_en
     with pytest.raises(InputError, match="English-only"):

@@ -190,6 +190,11 @@ class _Decoder:
         self.eot = self.special.eot
         self.timestamp_begin = self.special.timestamp_begin
         self.max_target = int(model.config.max_target_positions)
+        self.encoder_states: Any = None  # of the windows decoded last, when the model can hand them over
+
+    def states_of(self, index: int) -> Any:
+        """The encoder states of window ``index`` of the last batch (batch of one), or None."""
+        return None if self.encoder_states is None else self.encoder_states[index : index + 1]
 
     @property
     def sot_sequence(self) -> list[int]:
@@ -203,9 +208,12 @@ class _Decoder:
     def decode_text(self, tokens: list[int]) -> str:
         return self.tokenizer.decode([token for token in tokens if token < self.eot])
 
-    def _generate(self, features: np.ndarray, prompt: list[int], temperature: float, seed: int) -> list[_Decoded]:
+    def _generate(
+        self, features: np.ndarray, prompt: list[int], temperature: float, seed: int, states: Any = None
+    ) -> list[_Decoded]:
         prefix_length = len(prompt) + (1 if prompt else 0) + len(self.sot_sequence)
         multilingual = self.special.is_multilingual
+        given = {} if states is None else {"encoder_outputs": states}
         outputs = self.model.generate(
             features,
             language=self.options.language if multilingual else None,
@@ -219,6 +227,7 @@ class _Decoder:
             max_initial_timestamp_index=round(MAX_INITIAL_TIMESTAMP / TIME_PRECISION),
             return_dict_in_generate=True,
             seed=seed,
+            **given,
         )
         sequences = _to_numpy(outputs.sequences)
         decoded = []
@@ -256,8 +265,12 @@ class _Decoder:
         """Each window decoded at the first temperature that passes the thresholds (or the last one tried)."""
         results: list[_Decoded | None] = [None] * len(features)
         pending = list(range(len(features)))
+        # The windows are encoded once, for every temperature and for word timing (a backend model's encode_audio).
+        encode = getattr(self.model, "encode_audio", None)
+        self.encoder_states = None if encode is None else encode(features)
         for attempt, temperature in enumerate(self.options.temperatures):
-            decoded = self._generate(features[pending], prompt, temperature, seed + attempt)
+            states = self.encoder_states if len(pending) == len(features) else None  # a retry of some: encode them
+            decoded = self._generate(features[pending], prompt, temperature, seed + attempt, states)
             retry = []
             for index, result in zip(pending, decoded):
                 results[index] = result
@@ -380,7 +393,9 @@ class _WordTimer:
         self.prepend, self.append = punctuation
         self.snap = snap
 
-    def __call__(self, segments: list[Segment], window: np.ndarray, num_frames: int, time_offset: float) -> None:
+    def __call__(
+        self, segments: list[Segment], window: np.ndarray, num_frames: int, time_offset: float, states: Any = None
+    ) -> None:
         text_tokens = [token for segment in segments for token in segment.text_tokens]
         if not text_tokens:
             for segment in segments:
@@ -388,7 +403,8 @@ class _WordTimer:
             return
         prefix = [*self.decoder.sot_sequence, self.decoder.special.no_timestamps]
         tokens = np.asarray([[*prefix, *text_tokens, self.decoder.eot]], dtype=np.int32)
-        weights, logits = self.model.alignment_attention(window[None], tokens, self.heads)
+        given = {} if states is None else {"encoder_states": states}
+        weights, logits = self.model.alignment_attention(window[None], tokens, self.heads, **given)
         rows = slice(len(prefix) - 1, tokens.shape[1] - 1)  # the rows that predict the text and <|endoftext|>
         add_word_timestamps(
             segments, weights[0][:, rows], logits[0][rows], num_frames, time_offset, self.decoder.tokenizer.decode,
@@ -510,7 +526,7 @@ def transcribe(
         current = _make_segments(decoder, result, pieces, seek)
         next_seek = seek + size if seek_steps is None else seek + seek_steps * INPUT_STRIDE
         if timer is not None:
-            timer(current, window, size, time_offset)
+            timer(current, window, size, time_offset, decoder.states_of(0))
             last_word_end = next((s.words[-1].end for s in reversed(current) if s.words), None)
             if seek_steps is not None and last_word_end is not None and last_word_end > time_offset:
                 next_seek = round(last_word_end * FRAMES_PER_SECOND)
@@ -615,7 +631,7 @@ def transcribe_chunked(
             else:  # time the words of the whole chunk, then keep the words it owns: no word twice, none lost
                 current = _make_segments(decoder, result, pieces, seek)
                 if current:
-                    timer(current, windows[position], size, offset)
+                    timer(current, windows[position], size, offset, decoder.states_of(position))
                 current = _keep_owned_words(current, owned_from, owned_to)
             if current:
                 stitched_until = current[-1].end

@@ -106,6 +106,7 @@ def generate(
     if kwargs.get("num_return_sequences") not in (None, 1):
         raise InputError(f"num_return_sequences={kwargs['num_return_sequences']}: one sequence per item is returned")
     kwargs = {name: value for name, value in kwargs.items() if name not in _IGNORED}
+    encoder_outputs = kwargs.pop("encoder_outputs", None)
     batch = _batch_size(input_features, config)
     request = resolve_request(
         generation_config,
@@ -115,7 +116,8 @@ def generate(
         output_scores=output_scores and return_dict_in_generate,
         **kwargs,
     )
-    encoder_states = backend.encode(input_features)
+    # Given encoder outputs (the backend's ``encode_audio`` of these features) spare a second encoder pass.
+    encoder_states = backend.encode(input_features) if encoder_outputs is None else _last_hidden_state(encoder_outputs)
     detected = None
     languages = language_probs = None
     if request.needs_language_detection:
@@ -148,9 +150,16 @@ _ARGUMENTS = {
     "language", "task", "is_multilingual", "return_timestamps", "prompt_ids", "prompt_condition_type",
     "forced_decoder_ids", "max_new_tokens", "max_length", "num_beams", "do_sample", "temperature",
     "length_penalty", "suppress_tokens", "begin_suppress_tokens", "max_initial_timestamp_index", "attention_mask",
-    "use_cache", "num_return_sequences",
+    "use_cache", "num_return_sequences", "encoder_outputs",
 }  # fmt: skip
 _IGNORED = {"attention_mask", "use_cache", "num_return_sequences"}
+
+
+def _last_hidden_state(encoder_outputs: Any) -> Any:
+    """The encoder states of ``encoder_outputs``: a model output, a tuple whose first item they are, or the states."""
+    if hasattr(encoder_outputs, "last_hidden_state"):
+        return encoder_outputs.last_hidden_state
+    return encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list)) else encoder_outputs
 
 
 def _generated_only(result: SearchResult, plan: DecodingPlan) -> np.ndarray:

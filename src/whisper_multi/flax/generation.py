@@ -242,15 +242,26 @@ class FlaxWhisperGenerationMixin:
         """The most likely language of each item and every language's probability (see the PyTorch model's)."""
         return core.detect_language(_backend(self, compiled), self.config, input_features)
 
+    def encode_audio(self, input_features: Any, compiled: bool = True) -> jax.Array:
+        """The encoder's last hidden state (batch, positions, d_model), computed as ``generate`` computes it: pass it
+        as ``generate(encoder_outputs=...)`` and ``alignment_attention(encoder_states=...)`` to encode once."""
+        return _backend(self, compiled).encode(input_features)
+
     def alignment_attention(
-        self, input_features: Any, decoder_input_ids: Any, alignment_heads: list[tuple[int, int]]
+        self,
+        input_features: Any,
+        decoder_input_ids: Any,
+        alignment_heads: list[tuple[int, int]],
+        encoder_states: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """For word timing: the cross-attention weights of ``alignment_heads`` and the logits of one forward pass,
         in numpy (see the PyTorch model's)."""
         backend = _backend(self, False)
-        outputs = self(
-            input_features=jnp.asarray(np.asarray(input_features), dtype=self.dtype),
-            decoder_input_ids=jnp.asarray(np.asarray(decoder_input_ids, dtype=np.int32)),
+        if encoder_states is None:
+            encoder_states = self.encode_audio(input_features)
+        outputs = self.decode(
+            jnp.asarray(np.asarray(decoder_input_ids, dtype=np.int32)),
+            encoder_states,
             output_attentions=True,
             return_dict=True,
         )

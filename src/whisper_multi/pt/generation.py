@@ -243,14 +243,27 @@ class WhisperGenerationMixin:
         return core.detect_language(_backend(self, compiled), self.config, input_features)
 
     @torch.no_grad()
+    def encode_audio(self, input_features: Any, compiled: bool = False) -> torch.Tensor:
+        """The encoder's last hidden state (batch, positions, d_model), computed as ``generate`` computes it: pass it
+        as ``generate(encoder_outputs=...)`` and ``alignment_attention(encoder_states=...)`` to encode once."""
+        return _backend(self, compiled).encode(input_features)
+
+    @torch.no_grad()
     def alignment_attention(
-        self, input_features: Any, decoder_input_ids: Any, alignment_heads: list[tuple[int, int]]
+        self,
+        input_features: Any,
+        decoder_input_ids: Any,
+        alignment_heads: list[tuple[int, int]],
+        encoder_states: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """For word timing (``whisper_multi.timing``): the cross-attention weights of ``alignment_heads`` (batch,
-        heads, tokens, positions) and the logits (batch, tokens, vocab) of one forward pass, in numpy."""
+        heads, tokens, positions) and the logits (batch, tokens, vocab) of one forward pass, in numpy; from
+        ``encoder_states`` (``encode_audio``) when given, else from the features."""
         backend = _backend(self, False)
+        if encoder_states is None:
+            encoder_states = self.encode_audio(input_features)
         outputs = self(
-            input_features=torch.as_tensor(np.asarray(input_features)).to(device=self.device, dtype=self.dtype),
+            encoder_outputs=(encoder_states,),
             decoder_input_ids=torch.as_tensor(np.asarray(decoder_input_ids, dtype=np.int64), device=self.device),
             output_attentions=True,
             return_dict=True,
