@@ -183,18 +183,20 @@ BACKENDS = {
     "tf": ("whisper_multi.tf", "TFWhisperForConditionalGeneration", "tensorflow"),
     "flax": ("whisper_multi.flax", "FlaxWhisperForConditionalGeneration", "flax"),
 }
-_RESULTS: dict[str, dict] = {}
+_RESULTS: dict[tuple[str, str], dict] = {}
 
 
-def _transcribe_60s(backend: str, tokenizer) -> dict:
-    if backend not in _RESULTS:
+def _transcribe_60s(backend: str, tokenizer, mode: str = "sequential") -> dict:
+    """The ~60 s clip with word timestamps, sequentially or as chunks decoded in one batch of 3; kept per run."""
+    if (backend, mode) not in _RESULTS:
         module, name, framework = BACKENDS[backend]
         pytest.importorskip(framework)
         model = getattr(importlib.import_module(module), name).from_pretrained(embedded_model_path())
-        result = transcribe(model, LONGFORM / "longform_60s.wav", tokenizer, word_timestamps=True,
-                            model_dir=embedded_model_path())  # fmt: skip
-        _RESULTS[backend] = result.to_dict()
-    return _RESULTS[backend]
+        run, options = (transcribe, {}) if mode == "sequential" else (transcribe_chunked, {"batch_size": 3})
+        result = run(model, LONGFORM / "longform_60s.wav", tokenizer, word_timestamps=True,
+                     model_dir=embedded_model_path(), **options)  # fmt: skip
+        _RESULTS[backend, mode] = result.to_dict()
+    return _RESULTS[backend, mode]
 
 
 def _exact(result: dict) -> list:
@@ -235,20 +237,6 @@ def test_segments_and_words_identical_across_frameworks(backend: str, tokenizer)
         np.testing.assert_allclose(*zip(*probabilities), atol=1e-4)
 
 
-_CHUNKED: dict[str, dict] = {}
-
-
-def _chunked_60s(backend: str, tokenizer) -> dict:
-    if backend not in _CHUNKED:
-        module, name, framework = BACKENDS[backend]
-        pytest.importorskip(framework)
-        model = getattr(importlib.import_module(module), name).from_pretrained(embedded_model_path())
-        result = transcribe_chunked(model, LONGFORM / "longform_60s.wav", tokenizer, batch_size=3,
-                                    word_timestamps=True, model_dir=embedded_model_path())  # fmt: skip
-        _CHUNKED[backend] = result.to_dict()
-    return _CHUNKED[backend]
-
-
 @pytest.mark.slow
 def test_chunked_batches_transcribe_the_60s_clip_as_well_as_the_sequential_mode(tokenizer) -> None:
     """The three overlapping chunks (0, 25, 50 s) decoded as one batch of 3 and stitched word by word: WER measured
@@ -256,7 +244,7 @@ def test_chunked_batches_transcribe_the_60s_clip_as_well_as_the_sequential_mode(
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.bench_longform import word_error_rate
 
-    result = _chunked_60s("pt", tokenizer)
+    result = _transcribe_60s("pt", tokenizer, "chunked")
     reference = (LONGFORM / "longform_60s.txt").read_text()
     assert word_error_rate(reference, result["text"]) < 0.3
     segments = result["segments"]
@@ -271,7 +259,7 @@ def test_chunked_batches_transcribe_the_60s_clip_as_well_as_the_sequential_mode(
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tf", "flax"])
 def test_chunked_segments_and_words_identical_across_frameworks(backend: str, tokenizer) -> None:
-    assert _exact(_chunked_60s(backend, tokenizer)) == _exact(_chunked_60s("pt", tokenizer))
+    assert _exact(_transcribe_60s(backend, tokenizer, "chunked")) == _exact(_transcribe_60s("pt", tokenizer, "chunked"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
