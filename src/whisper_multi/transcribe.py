@@ -52,6 +52,7 @@ DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 MAX_INITIAL_TIMESTAMP = 1.0  # seconds: the first timestamp of a window comes no later than this
 SAMPLE_LENGTH = 224  # the most tokens decoded per window (half the decoder's context), as openai-whisper
 PROMPT_LENGTH = 223  # the most previous-text tokens in a prompt
+ALIGNMENT_BUCKET = 64  # the word-timing pass's token count is padded to a multiple of this
 UNHEARD_SPEECH_FRAMES = 100  # loud frames (1 s) after a window's last segment that a lone-timestamp ending can't skip
 LAST_WORD_DECAY_FRAMES = 50  # frames after the last segment's end still counted as its sound
 Progress = Callable[[float, float], None]
@@ -402,10 +403,15 @@ class _WordTimer:
                 segment.words = []
             return
         prefix = [*self.decoder.sot_sequence, self.decoder.special.no_timestamps]
-        tokens = np.asarray([[*prefix, *text_tokens, self.decoder.eot]], dtype=np.int32)
+        sequence = [*prefix, *text_tokens, self.decoder.eot]
+        # Padded at the end to a multiple of ALIGNMENT_BUCKET (causal attention: no earlier row changes), so the
+        # compiled backends trace the pass for a handful of lengths, not one per window.
+        padded = min(-(-len(sequence) // ALIGNMENT_BUCKET) * ALIGNMENT_BUCKET, self.decoder.max_target)
+        tokens = np.full((1, max(padded, len(sequence))), self.decoder.eot, dtype=np.int32)
+        tokens[0, : len(sequence)] = sequence
         given = {} if states is None else {"encoder_states": states}
         weights, logits = self.model.alignment_attention(window[None], tokens, self.heads, **given)
-        rows = slice(len(prefix) - 1, tokens.shape[1] - 1)  # the rows that predict the text and <|endoftext|>
+        rows = slice(len(prefix) - 1, len(sequence) - 1)  # the rows that predict the text and <|endoftext|>
         add_word_timestamps(
             segments, weights[0][:, rows], logits[0][rows], num_frames, time_offset, self.decoder.tokenizer.decode,
             self.decoder.eot, self.decoder.options.language, self.median_filter_width, self.prepend, self.append,

@@ -165,9 +165,6 @@ def _decoder_states(module: Any, tokens: Any, encoder_states: Any, cache: Any, p
     return outputs.last_hidden_state, outputs.past_key_values
 
 
-ALIGNMENT_BUCKET = 64  # token counts of the word-timing pass are padded to a multiple of this
-
-
 class JaxBackend:
     """What the core's ``generate`` needs from JAX."""
 
@@ -182,12 +179,9 @@ class JaxBackend:
         return self.model.jit_encode(self.model.params, features)
 
     def alignment(self, tokens: jax.Array, encoder_states: jax.Array) -> tuple[tuple[jax.Array, ...], jax.Array]:
-        """(every layer's cross-attention weights, float32 logits) of one decoder pass over ``tokens``, jitted:
-        op by op the pass costs 0.2 s a window. The tokens are padded to a multiple of ``ALIGNMENT_BUCKET`` (causal
-        attention: padding at the end changes no earlier row), so a handful of token counts are compiled."""
-        length = int(tokens.shape[1])
-        padded = -(-length // ALIGNMENT_BUCKET) * ALIGNMENT_BUCKET
-        tokens = jnp.pad(tokens, ((0, 0), (0, padded - length)), constant_values=int(self.model.config.eos_token_id))
+        """(every layer's cross-attention weights, float32 logits) of one decoder pass over ``tokens``, jitted (op
+        by op the pass costs 0.2 s a window), compiled once per token count: long-form word timing pads its tokens
+        to a few counts."""
         if "alignment" not in self._functions:
             model = self.model
 
@@ -196,8 +190,7 @@ class JaxBackend:
                 return tuple(outputs.cross_attentions), outputs.logits.astype(jnp.float32)
 
             self._functions["alignment"] = jax.jit(alignment)
-        cross_attentions, logits = self._functions["alignment"](self.model.params, tokens, encoder_states)
-        return tuple(w[:, :, :length] for w in cross_attentions), logits[:, :length]
+        return self._functions["alignment"](self.model.params, tokens, encoder_states)
 
     def compile(self, function: Callable[..., Any], key: Hashable) -> Callable[..., Any]:
         if not self.compiled:

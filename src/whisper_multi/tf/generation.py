@@ -166,9 +166,6 @@ def _mix(x: tf.Tensor) -> tf.Tensor:
     return x ^ tf.bitwise.right_shift(x, 16)
 
 
-ALIGNMENT_BUCKET = 64  # token counts of the word-timing pass are padded to a multiple of this
-
-
 class TFBackend:
     """What the core's ``generate`` needs from TensorFlow."""
 
@@ -191,13 +188,9 @@ class TFBackend:
         return self._functions["encode"](features)
 
     def alignment(self, tokens: tf.Tensor, encoder_states: tf.Tensor) -> tuple[tuple[tf.Tensor, ...], tf.Tensor]:
-        """(every layer's cross-attention weights, float32 logits) of one decoder pass over ``tokens``, as a graph:
-        eagerly the pass costs 0.2 s a window in Python dispatch. The tokens are padded to a multiple of
-        ``ALIGNMENT_BUCKET`` (causal attention: padding at the end changes no earlier row), so a handful of token
-        counts are traced, not one per window."""
-        length = int(tokens.shape[1])
-        padded = -(-length // ALIGNMENT_BUCKET) * ALIGNMENT_BUCKET
-        tokens = tf.pad(tokens, [[0, 0], [0, padded - length]], constant_values=int(self.model.config.eos_token_id))
+        """(every layer's cross-attention weights, float32 logits) of one decoder pass over ``tokens``, as a graph
+        (eagerly the pass costs 0.2 s a window in Python dispatch), traced once per token count: long-form word
+        timing pads its tokens to a few counts."""
         if "alignment" not in self._functions:
 
             def alignment(tokens: tf.Tensor, states: tf.Tensor) -> tuple[tuple[tf.Tensor, ...], tf.Tensor]:
@@ -208,8 +201,7 @@ class TFBackend:
                 return tuple(outputs.cross_attentions), tf.cast(logits, tf.float32)
 
             self._functions["alignment"] = tf.function(alignment, reduce_retracing=False)
-        cross_attentions, logits = self._functions["alignment"](tokens, encoder_states)
-        return tuple(w[:, :, :length] for w in cross_attentions), logits[:, :length]
+        return self._functions["alignment"](tokens, encoder_states)
 
     def compile(self, function: Callable[..., Any], key: Hashable) -> Callable[..., Any]:
         if not self.compiled:
