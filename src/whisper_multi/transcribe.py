@@ -419,6 +419,23 @@ class _WordTimer:
         )  # fmt: skip
 
 
+def _word_timer(
+    model: Any,
+    decoder: _Decoder,
+    word_timestamps: bool,
+    alignment_heads: Sequence[tuple[int, int]] | None,
+    model_dir: str | os.PathLike[str] | None,
+    median_filter_width: int,
+    punctuation: tuple[str, str],
+    snap: bool,
+) -> _WordTimer | None:
+    """The word timer of a transcription (None without ``word_timestamps``); the heads given, else the model's."""
+    if not word_timestamps:
+        return None
+    heads = list(alignment_heads) if alignment_heads else alignment_heads_for(model, model_dir)
+    return _WordTimer(model, decoder, heads, median_filter_width, punctuation, snap)
+
+
 def _detect_language(model: Any, mel: np.ndarray, decoder: _Decoder) -> str:
     if not decoder.special.is_multilingual:
         return "en"
@@ -485,17 +502,10 @@ def transcribe(
         no_speech_threshold=no_speech_threshold, num_beams=num_beams, length_penalty=length_penalty, seed=seed,
     )  # fmt: skip
     duration = content_frames / FRAMES_PER_SECOND
-    timer = None
-    if word_timestamps:
-        heads = list(alignment_heads) if alignment_heads else alignment_heads_for(model, model_dir)
-        timer = _WordTimer(
-            model,
-            decoder,
-            heads,
-            median_filter_width,
-            (prepend_punctuations, append_punctuations),
-            snap_words_to_speech,
-        )
+    timer = _word_timer(
+        model, decoder, word_timestamps, alignment_heads, model_dir, median_filter_width,
+        (prepend_punctuations, append_punctuations), snap_words_to_speech,
+    )  # fmt: skip
     clips = [
         (round(start * FRAMES_PER_SECOND), min(round(end * FRAMES_PER_SECOND), content_frames))
         for start, end in parse_clip_timestamps(clip_timestamps, duration)
@@ -601,17 +611,10 @@ def transcribe_chunked(
         compression_ratio_threshold=compression_ratio_threshold, logprob_threshold=logprob_threshold,
         no_speech_threshold=no_speech_threshold, num_beams=num_beams, length_penalty=length_penalty, seed=seed,
     )  # fmt: skip
-    timer = None
-    if word_timestamps:
-        heads = list(alignment_heads) if alignment_heads else alignment_heads_for(model, model_dir)
-        timer = _WordTimer(
-            model,
-            decoder,
-            heads,
-            median_filter_width,
-            (prepend_punctuations, append_punctuations),
-            snap_words_to_speech,
-        )
+    timer = _word_timer(
+        model, decoder, word_timestamps, alignment_heads, model_dir, median_filter_width,
+        (prepend_punctuations, append_punctuations), snap_words_to_speech,
+    )  # fmt: skip
     stride = N_FRAMES - round(overlap * FRAMES_PER_SECOND)
     starts = list(range(0, max(content_frames - round(overlap * FRAMES_PER_SECOND), 1), stride))
     half_overlap = (N_FRAMES - stride) / 2 / FRAMES_PER_SECOND
