@@ -12,6 +12,7 @@ rule, the first token a timestamp no later than ``max_initial_timestamp``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,22 +41,30 @@ class LogitRules:
     no_timestamps: int | None = None
     max_initial_timestamp_index: int | None = None
 
-    # --- masks over the vocabulary, computed once in numpy -------------------------------------------------------
+    # --- masks over the vocabulary, computed once in numpy (kept: an eager loop applies the rules every step) -----
     def _vocab_mask(self, token_ids: Sequence[int]) -> np.ndarray:
         mask = np.zeros(self.vocab_size, dtype=bool)
         ids = [token for token in token_ids if 0 <= token < self.vocab_size]
         mask[ids] = True
         return mask
 
-    def always_suppressed(self) -> np.ndarray:
+    @functools.cached_property
+    def _always_suppressed(self) -> np.ndarray:
         ids = list(self.suppress_tokens)
         if self.timestamp_begin is not None and self.no_timestamps is not None:
             # <|notimestamps|> is a prefix token; once timestamps are asked for it must never be sampled.
             ids.append(self.no_timestamps)
         return self._vocab_mask(ids)
 
-    def suppressed_at_begin(self) -> np.ndarray:
+    @functools.cached_property
+    def _suppressed_at_begin(self) -> np.ndarray:
         return self._vocab_mask(self.begin_suppress_tokens)
+
+    def always_suppressed(self) -> np.ndarray:
+        return self._always_suppressed
+
+    def suppressed_at_begin(self) -> np.ndarray:
+        return self._suppressed_at_begin
 
     # --- the rules ------------------------------------------------------------------------------------------------
     def apply(self, ops: ArrayOps, logits: Any, tokens: Any, length: Any) -> Any:

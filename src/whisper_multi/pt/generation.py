@@ -1,8 +1,10 @@
 """``generate`` and ``detect_language`` for the PyTorch model: the ArrayOps adapter and the decoding seam for torch.
 
 The decoding logic is the core's (``whisper_multi.decoding``); this file supplies tensor work only. The loop runs in
-Python over the preallocated static cache (``cache_position``); ``compiled=True`` runs the decoder step through
-``torch.compile`` (compiled once per shape; on CPU it is measured by ``benchmarks/bench_generation.py``, and it is off
+Python over the preallocated static cache (``cache_position``). The prefill runs the model's decoder; each later
+one-token step runs ``decode_step.PackedDecoder`` (the same arithmetic over weights packed for fast one-row products).
+``compiled=True`` runs every step through the model's decoder under ``torch.compile`` instead (compiled once per
+shape; on CPU it is slower than the packed eager step, as ``benchmarks/bench_generation.py`` measures, and it is off
 by default).
 
 Sampling is seeded by ``seed`` (an int) or ``generator`` (a ``torch.Generator``, from which one seed is drawn);
@@ -21,6 +23,7 @@ import torch
 from ..decoding import generate as core
 from ..decoding.outputs import LanguageDetectionOutput
 from ..timing import stack_heads
+from .decode_step import PackedDecoder, apply_linear, contiguous_cross_pairs
 
 _DTYPES = {"int32": torch.int32, "float32": torch.float32, "bool": torch.bool}
 _TINY = float(np.finfo(np.float32).tiny)
@@ -108,12 +111,27 @@ class TorchSeam:
     def __init__(self, model: Any, compiled: bool = False):
         self.model = model
         self.ops = TorchOps(model.device)
+        self.compiled = compiled
         self._decoder_step = torch.compile(self._decode, dynamic=False) if compiled else self._decode
         self._projection: torch.Tensor | None = None
         self._projection_source: tuple[int, int] | None = None
+        self._packed: PackedDecoder | None = None
 
     def init_cache(self, batch_size: int, max_length: int) -> Any:
+        if not self.compiled:
+            # Once per search: repack only if the weights changed since the last one.
+            self._packed = PackedDecoder.current(self.model, self._packed)
         return self.model.init_cache(batch_size, max_length)
+
+    def _run_decoder(self, tokens: torch.Tensor, cache: Any, encoder_states: torch.Tensor, positions: torch.Tensor):
+        return self.model.model.decoder(
+            input_ids=tokens,
+            encoder_hidden_states=encoder_states,
+            past_key_values=cache,
+            cache_position=positions.long(),
+            use_cache=True,
+            return_dict=True,
+        )
 
     def _decode(
         self,
@@ -123,18 +141,30 @@ class TorchSeam:
         positions: torch.Tensor,
         projection: torch.Tensor,
     ):
-        outputs = self.model.model.decoder(
-            input_ids=tokens,
-            encoder_hidden_states=encoder_states,
-            past_key_values=cache,
-            cache_position=positions.long(),
-            use_cache=True,
-            return_dict=True,
-        )
+        outputs = self._run_decoder(tokens, cache, encoder_states, positions)
         return torch.matmul(outputs.last_hidden_state, projection).float(), outputs.past_key_values
 
     def decode(self, tokens: Any, cache: Any, encoder_states: Any, positions: Any) -> tuple[Any, Any]:
-        return self._decoder_step(tokens, cache, encoder_states, positions, self.projection())
+        if self.compiled or self._packed is None or self.model.training:
+            return self._decoder_step(tokens, cache, encoder_states, positions, self.projection())
+        if tokens.shape[1] == 1 and cache[0][2] is not None:
+            logits, cache = self._packed.step(tokens, cache, int(positions[0]))
+            return logits.float(), cache
+        return self._prefill(tokens, cache, encoder_states, positions, self._packed)
+
+    def _prefill(
+        self,
+        tokens: torch.Tensor,
+        cache: Any,
+        encoder_states: torch.Tensor,
+        positions: torch.Tensor,
+        packed: PackedDecoder,
+    ) -> tuple[torch.Tensor, Any]:
+        """The model's decoder over the whole prefix; the audio keys and values made contiguous for the steps."""
+        outputs = self._run_decoder(tokens, cache, encoder_states, positions)
+        hidden = outputs.last_hidden_state  # (rows, time, d_model)
+        logits = apply_linear(hidden.reshape(-1, hidden.shape[-1]), packed.proj_out).float()
+        return logits.reshape(*hidden.shape[:2], -1), contiguous_cross_pairs(outputs.past_key_values)
 
     def projection(self) -> torch.Tensor:
         """``proj_out.weight`` transposed to (d_model, vocab), contiguous, kept while the weight is unchanged.
