@@ -205,6 +205,21 @@ def test_given_encoder_states_decode_as_the_features_do(
     np.testing.assert_allclose(logits, again_logits, atol=1e-4)
 
 
+def test_a_prefill_projects_only_the_positions_kept(tiny_en: tuple[str, Any], features: dict[str, np.ndarray]) -> None:
+    """``seam.decode(..., keep=...)`` (the search reads the prefix's <|startoftranscript|> and last positions only):
+    the kept rows of the full logits, to the float32 round-off of a product with fewer rows (a few ulps of logits
+    that reach 11 here: 4e-6 relative, 1e-5 absolute)."""
+    name, model = tiny_en
+    backend = importlib.import_module(f"whisper_multi.{name}.generation")._backend(model, False)
+    seam = backend.seam
+    states = backend.encode(features["speech_en_short"])
+    prefix = backend.to_tensor(np.asarray([[50257, 50362, 464, 2068, 7586]], dtype=np.int32))
+    full, _ = seam.decode(prefix, seam.init_cache(1, 8), states, seam.ops.arange(5))
+    kept, _ = seam.decode(prefix, seam.init_cache(1, 8), states, seam.ops.arange(5), keep=(0, 4))
+    assert tuple(np.asarray(backend.to_numpy(kept)).shape) == (1, 2, 51864)
+    np.testing.assert_allclose(backend.to_numpy(kept), backend.to_numpy(full)[:, [0, 4]], rtol=4e-6, atol=1e-5)
+
+
 def test_english_only_model_refuses_other_languages(tiny_en: tuple[str, Any], features: dict[str, np.ndarray]) -> None:
     _, model = tiny_en
     with pytest.raises(InputError, match="English-only"):
@@ -347,8 +362,11 @@ class ToyDecoder:
     def init_cache(self, batch_size: int, max_length: int) -> Any:
         return np.zeros((batch_size, 1), np.float32)
 
-    def decode(self, tokens: Any, cache: Any, encoder_states: Any, positions: Any) -> tuple[Any, Any]:
-        return self.table[np.asarray(tokens)].astype(np.float32), cache
+    def decode(
+        self, tokens: Any, cache: Any, encoder_states: Any, positions: Any, keep: tuple[int, ...] | None = None
+    ) -> tuple[Any, Any]:
+        logits = self.table[np.asarray(tokens)].astype(np.float32)
+        return (logits if keep is None else logits[:, list(keep)]), cache
 
     def reorder_cache(self, cache: Any, indices: Any) -> Any:
         return cache[np.asarray(indices)]

@@ -44,9 +44,13 @@ class DecoderSeam(Protocol):
     def init_cache(self, batch_size: int, max_length: int) -> Any:
         """A static cache: (self_k, self_v, None, None) per layer, ``max_length`` positions of zeros."""
 
-    def decode(self, tokens: Any, cache: Any, encoder_states: Any, positions: Any) -> tuple[Any, Any]:
+    def decode(
+        self, tokens: Any, cache: Any, encoder_states: Any, positions: Any, keep: tuple[int, ...] | None = None
+    ) -> tuple[Any, Any]:
         """Logits (batch, time, vocab) float32 of ``tokens`` (batch, time) written at ``positions`` (time,) of the
-        cache, and the new cache (cross-attention pairs filled on the first call)."""
+        cache, and the new cache (cross-attention pairs filled on the first call). With ``keep`` (indices into
+        time), the logits of those positions only, (batch, len(keep), vocab): the vocabulary projection is the
+        costliest part of a long prefix (a 224-token prompt), of which the search reads two positions."""
 
     def reorder_cache(self, cache: Any, indices: Any) -> Any:
         """The cache with its batch rows gathered by ``indices`` (batch,)."""
@@ -88,9 +92,10 @@ def run_search(
 
     # Prefill: the whole prefix in one call; its last position gives the first sampled token's logits.
     cache = seam.init_cache(rows, plan.max_length)
-    logits, cache = seam.decode(prefix, cache, encoder_states, ops.arange(plan.prefix_length))
-    no_speech_probs = _no_speech_probs(ops, logits[:, plan.sot_index], plan.no_speech)
-    next_logits = logits[:, plan.prefix_length - 1]  # (rows, vocab)
+    keep = (plan.sot_index, plan.prefix_length - 1)
+    logits, cache = seam.decode(prefix, cache, encoder_states, ops.arange(plan.prefix_length), keep=keep)
+    no_speech_probs = _no_speech_probs(ops, logits[:, 0], plan.no_speech)
+    next_logits = logits[:, 1]  # (rows, vocab)
     padding = ops.full((rows, plan.max_length - plan.prefix_length), plan.pad, "int32")
     tokens = ops.concat([ops.cast(prefix, "int32"), padding], axis=1)  # (rows, max_length)
     length = ops.asarray(plan.prefix_length, "int32")

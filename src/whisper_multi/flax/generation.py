@@ -111,7 +111,7 @@ class JaxSeam:
         self.projection: Any = None  # the traced (d_model, vocab) projection, while a compiled search is traced
         self._projection: tuple[Any, jax.Array] | None = None  # (the embedding it was made from, its transpose)
         # Eagerly, one jitted step per token; the cache is donated, so XLA writes the new positions in place.
-        self._eager_step = jax.jit(self._step, donate_argnums=(3,))
+        self._eager_step = jax.jit(self._step, donate_argnums=(3,), static_argnums=(6,))
 
     def init_cache(self, batch_size: int, max_length: int) -> Any:
         return self.model.init_cache(batch_size, max_length)
@@ -127,18 +127,29 @@ class JaxSeam:
             self._projection = (embedding, jax.jit(jnp.transpose)(embedding))
         return self._projection[1]
 
-    def decode(self, tokens: Any, cache: Any, encoder_states: Any, positions: Any) -> tuple[Any, Any]:
+    def decode(
+        self, tokens: Any, cache: Any, encoder_states: Any, positions: Any, keep: tuple[int, ...] | None = None
+    ) -> tuple[Any, Any]:
         if self.params is None:
             projection = self.transposed_projection()
-            return self._eager_step(self.model.params, projection, tokens, cache, encoder_states, positions)
-        return self._step(self.params, self.projection, tokens, cache, encoder_states, positions)
+            return self._eager_step(self.model.params, projection, tokens, cache, encoder_states, positions, keep)
+        return self._step(self.params, self.projection, tokens, cache, encoder_states, positions, keep)
 
     def _step(
-        self, params: Any, projection: Any, tokens: Any, cache: Any, encoder_states: Any, positions: Any
+        self,
+        params: Any,
+        projection: Any,
+        tokens: Any,
+        cache: Any,
+        encoder_states: Any,
+        positions: Any,
+        keep: tuple[int, ...] | None = None,
     ) -> tuple[Any, Any]:
         hidden_states, cache = self.model.module.apply(
             {"params": params}, tokens, encoder_states, cache, positions, method=_decoder_states
         )
+        if keep is not None:
+            hidden_states = hidden_states[:, list(keep)]
         return (hidden_states @ projection).astype(jnp.float32), cache
 
     def reorder_cache(self, cache: Any, indices: jax.Array) -> Any:

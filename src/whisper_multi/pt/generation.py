@@ -140,17 +140,21 @@ class TorchSeam:
         encoder_states: torch.Tensor,
         positions: torch.Tensor,
         projection: torch.Tensor,
+        keep: tuple[int, ...] | None,
     ):
         outputs = self._run_decoder(tokens, cache, encoder_states, positions)
-        return torch.matmul(outputs.last_hidden_state, projection).float(), outputs.past_key_values
+        hidden = _kept(outputs.last_hidden_state, keep)
+        return torch.matmul(hidden, projection).float(), outputs.past_key_values
 
-    def decode(self, tokens: Any, cache: Any, encoder_states: Any, positions: Any) -> tuple[Any, Any]:
+    def decode(
+        self, tokens: Any, cache: Any, encoder_states: Any, positions: Any, keep: tuple[int, ...] | None = None
+    ) -> tuple[Any, Any]:
         if self.compiled or self._packed is None or self.model.training:
-            return self._decoder_step(tokens, cache, encoder_states, positions, self.projection())
+            return self._decoder_step(tokens, cache, encoder_states, positions, self.projection(), keep)
         if tokens.shape[1] == 1 and cache[0][2] is not None:
             logits, cache = self._packed.step(tokens, cache, int(positions[0]))
-            return logits.float(), cache
-        return self._prefill(tokens, cache, encoder_states, positions, self._packed)
+            return _kept(logits.float(), keep), cache
+        return self._prefill(tokens, cache, encoder_states, positions, self._packed, keep)
 
     def _prefill(
         self,
@@ -159,10 +163,11 @@ class TorchSeam:
         encoder_states: torch.Tensor,
         positions: torch.Tensor,
         packed: PackedDecoder,
+        keep: tuple[int, ...] | None,
     ) -> tuple[torch.Tensor, Any]:
         """The model's decoder over the whole prefix; the audio keys and values made contiguous for the steps."""
         outputs = self._run_decoder(tokens, cache, encoder_states, positions)
-        hidden = outputs.last_hidden_state  # (rows, time, d_model)
+        hidden = _kept(outputs.last_hidden_state, keep)  # (rows, time, d_model)
         logits = apply_linear(hidden.reshape(-1, hidden.shape[-1]), packed.proj_out).float()
         return logits.reshape(*hidden.shape[:2], -1), contiguous_cross_pairs(outputs.past_key_values)
 
@@ -193,6 +198,11 @@ class TorchSeam:
         generator = torch.Generator().manual_seed(int(rng) * 1_000_003 + int(step))
         noise = torch.rand(shape, generator=generator, dtype=torch.float32)
         return noise.clamp_min(_TINY).to(self.ops.device)
+
+
+def _kept(x: torch.Tensor, keep: tuple[int, ...] | None) -> torch.Tensor:
+    """``x`` (rows, time, ...) at the time indices ``keep`` (all when None)."""
+    return x if keep is None else x[:, list(keep)]
 
 
 class TorchBackend:

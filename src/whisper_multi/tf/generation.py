@@ -111,12 +111,16 @@ class TFSeam:
     def init_cache(self, batch_size: int, max_length: int) -> Any:
         return self.model.init_cache(batch_size, max_length)
 
-    def decode(self, tokens: Any, cache: Any, encoder_states: Any, positions: Any) -> tuple[Any, Any]:
+    def decode(
+        self, tokens: Any, cache: Any, encoder_states: Any, positions: Any, keep: tuple[int, ...] | None = None
+    ) -> tuple[Any, Any]:
         # Called eagerly (compiled=False), each step runs as a graph; inside the compiled search it is traced inline.
         step = self._graph_step if tf.executing_eagerly() else self._decode
-        return step(tokens, cache, encoder_states, positions)
+        return step(tokens, cache, encoder_states, positions, keep)
 
-    def _decode(self, tokens: Any, cache: Any, encoder_states: Any, positions: Any) -> tuple[Any, Any]:
+    def _decode(
+        self, tokens: Any, cache: Any, encoder_states: Any, positions: Any, keep: tuple[int, ...] | None
+    ) -> tuple[Any, Any]:
         outputs = self.model.model.decoder(
             input_ids=tokens,
             encoder_hidden_states=encoder_states,
@@ -125,7 +129,10 @@ class TFSeam:
             use_cache=True,
             return_dict=True,
         )
-        return tf.cast(self.model.proj_out(outputs.last_hidden_state), tf.float32), outputs.past_key_values
+        hidden = outputs.last_hidden_state  # (batch, time, d_model)
+        if keep is not None:
+            hidden = tf.gather(hidden, list(keep), axis=1)
+        return tf.cast(self.model.proj_out(hidden), tf.float32), outputs.past_key_values
 
     def reorder_cache(self, cache: Any, indices: tf.Tensor) -> Any:
         # Beams never move between audios, so the cross-attention pairs stay as they are.
