@@ -14,6 +14,10 @@ on a 2-core CPU (``benchmarks/bench_generation.py``), what the model's ``forward
 - the audio keys and values come out of the prefill as transposed views; attention over them is twice as fast once
   they are contiguous, which the seam makes them once per search (``contiguous_cross_pairs``).
 
+The packing is a second copy of the decoder's matrices (tiny: 33 MB; large-v3 in float32: about 3 GB, the
+cross-attention key and value matrices excepted, as only the prefill uses them) and of the vocabulary matrix, made
+on CPU only: other devices' kernels need none of this.
+
 The arithmetic is the model's (pre-norm blocks, the query scaled after its projection, the key without bias): the
 logits agree with ``forward`` to float32 round-off (the summation order of the products differs), and the tests
 hold the generated tokens equal. The model's ``forward`` stays the reference and serves everything else (prefill,

@@ -118,8 +118,9 @@ class TorchSeam:
         self._packed: PackedDecoder | None = None
 
     def init_cache(self, batch_size: int, max_length: int) -> Any:
-        if not self.compiled:
-            # Once per search: repack only if the weights changed since the last one.
+        if not self.compiled and self.model.device.type == "cpu":
+            # Once per search: repack only if the weights changed since the last one. The packing works around CPU
+            # kernels (see decode_step); elsewhere the model's decoder runs every step and no copy is kept.
             self._packed = PackedDecoder.current(self.model, self._packed)
         return self.model.init_cache(batch_size, max_length)
 
