@@ -49,7 +49,7 @@ class LogitRules:
         return mask
 
     @functools.cached_property
-    def _always_suppressed(self) -> np.ndarray:
+    def always_suppressed(self) -> np.ndarray:
         ids = list(self.suppress_tokens)
         if self.timestamp_begin is not None and self.no_timestamps is not None:
             # <|notimestamps|> is a prefix token; once timestamps are asked for it must never be sampled.
@@ -57,22 +57,16 @@ class LogitRules:
         return self._vocab_mask(ids)
 
     @functools.cached_property
-    def _suppressed_at_begin(self) -> np.ndarray:
-        return self._vocab_mask(self.begin_suppress_tokens)
-
-    def always_suppressed(self) -> np.ndarray:
-        return self._always_suppressed
-
     def suppressed_at_begin(self) -> np.ndarray:
-        return self._suppressed_at_begin
+        return self._vocab_mask(self.begin_suppress_tokens)
 
     # --- the rules ------------------------------------------------------------------------------------------------
     def apply(self, ops: ArrayOps, logits: Any, tokens: Any, length: Any) -> Any:
         """``logits`` (batch, vocab) float32 with forbidden tokens set to -inf."""
         neg_inf = ops.asarray(NEG_INF, "float32")
         at_begin = ops.asarray(length, "int32") == self.sample_begin
-        logits = ops.where(ops.asarray(self.always_suppressed(), "bool"), neg_inf, logits)
-        logits = ops.where(at_begin & ops.asarray(self.suppressed_at_begin(), "bool"), neg_inf, logits)
+        logits = ops.where(ops.asarray(self.always_suppressed, "bool"), neg_inf, logits)
+        logits = ops.where(at_begin & ops.asarray(self.suppressed_at_begin, "bool"), neg_inf, logits)
         if self.timestamp_begin is not None:
             logits = self._timestamp_rules(ops, logits, tokens, length, at_begin)
         return logits
