@@ -273,7 +273,7 @@ def test_int8_is_dequantized_with_a_warning(small_model, tmp_path: Path) -> None
     assert model.source_dtype == "int8_float32"
     for name, spec in canonical_parameters(config).items():
         original, restored = tensors[name], model.tensors[name]
-        if spec.kind in ("linear_weight", "conv_weight", "embedding"):
+        if spec.kind in ("linear_weight", "embedding"):  # the convolutions stay float32, as in CTranslate2's int8
             rows = np.abs(original.reshape(original.shape[0], -1)).max(axis=1)
             half_step = (rows / 127 / 2).reshape((-1,) + (1,) * (original.ndim - 1))
             assert (np.abs(restored - original) <= half_step * (1 + 1e-5)).all(), name
@@ -366,14 +366,84 @@ def test_writer_holds_one_variable_at_a_time(small_model, tmp_path: Path, dtype:
     assert list(again.tensors) == list(canonical_parameters(config))
 
 
+def parse_model_bin(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The variables and aliases of a model.bin, parsed here from the published layout (CTranslate2's
+    ``ModelSpec.save``): version, spec name, revision, then name / rank / dims / dtype id / bytes per variable."""
+    data, position = path.read_bytes(), 0
+
+    def take(fmt: str) -> tuple:
+        nonlocal position
+        values = struct.unpack_from(fmt, data, position)
+        position += struct.calcsize(fmt)
+        return values
+
+    def string() -> str:
+        nonlocal position
+        (length,) = take("<H")
+        position += length
+        return data[position - length : position - 1].decode()
+
+    take("<I"), string(), take("<I")  # binary version, spec name, spec revision
+    variables = {}
+    dtypes = (np.float32, np.int8, np.int16, np.int32, np.float16)
+    for _ in range(take("<I")[0]):
+        name = string()
+        (rank,) = take("<B")
+        shape = take(f"<{rank}I")
+        dtype, size = dtypes[take("<B")[0]], take("<I")[0]
+        variables[name] = np.frombuffer(data, dtype, size // np.dtype(dtype).itemsize, position).reshape(shape)
+        position += size
+    aliases = dict((string(), string()) for _ in range(take("<I")[0]))
+    return variables, aliases
+
+
 @pytest.mark.slow
-def test_int8_model_loads_in_ctranslate2(tiny: CT2Model, tmp_path: Path, features: np.ndarray) -> None:
-    write_ct2(tmp_path, tiny.config, tiny.tensors, dtype="int8", vocabulary=tiny.vocabulary)
-    quantized, _ = ct2_tokens(tmp_path, features, TINY_EN_PROMPT)
-    reference, _ = ct2_tokens(embedded_model_path(), features, TINY_EN_PROMPT)
-    # Quantization moves the scores a little; the confident first tokens must survive it (the shared projection
-    # scale must be right, or the output is noise).
-    assert quantized[:5] == reference[:5]
+def test_int8_file_runs_as_ctranslate2s_own_int8_of_the_float_weights(
+    tiny: CT2Model, tmp_path: Path, features: np.ndarray
+) -> None:
+    """On any CPU: int8 kernels round differently from one instruction set to another, so the tokens of an int8
+    model are compared with CTranslate2's own int8 quantization of the same float weights, run by the same kernels."""
+    write_ct2(tmp_path / "int8", tiny.config, tiny.tensors, dtype="int8", vocabulary=tiny.vocabulary)
+    write_ct2(tmp_path / "float32", tiny.config, tiny.tensors, vocabulary=tiny.vocabulary)
+    ours = ct2_tokens(tmp_path / "int8", features, TINY_EN_PROMPT)
+    theirs = ct2_tokens(tmp_path / "float32", features, TINY_EN_PROMPT, compute_type="int8")
+    unquantized = ct2_tokens(tmp_path / "float32", features, TINY_EN_PROMPT)
+    assert len(theirs[0]) >= 2 and theirs[1] != unquantized[1]  # quantization happened
+    assert ours == theirs  # the same token ids and the same score, bit for bit
+
+
+def test_int8_file_holds_per_row_scales_of_the_float_weights(small_model, tmp_path: Path) -> None:
+    """Linear and embedding weights are int8 with one scale per row, 127 / max|row|, the convolutions float32."""
+    config, tensors, _ = small_model
+    tensors = dict(tensors)
+    tensors["model.decoder.layers.0.fc1.weight"][3] = 0.0  # an all-zero row gets scale 1
+    write_ct2(tmp_path, config, tensors, dtype="int8")
+    variables, aliases = parse_model_bin(tmp_path / "model.bin")
+    expected_floats = {
+        "encoder/conv1/weight": tensors["model.encoder.conv1.weight"],
+        "encoder/conv2/weight": tensors["model.encoder.conv2.weight"],
+    }
+    for name, weight in expected_floats.items():
+        assert variables[name].dtype == np.float32 and f"{name}_scale" not in variables
+        assert variables[name].tobytes() == weight.tobytes()
+    quantized = {
+        "decoder/layer_0/ffn/linear_0/weight": tensors["model.decoder.layers.0.fc1.weight"],
+        "decoder/embeddings/weight": tensors["model.decoder.embed_tokens.weight"],
+        "encoder/layer_1/self_attention/linear_0/weight": np.concatenate(
+            [tensors[f"model.encoder.layers.1.self_attn.{p}_proj.weight"] for p in "qkv"]
+        ),
+    }
+    for name, weight in quantized.items():
+        largest = np.abs(weight.astype(np.float64)).max(axis=1)
+        scale = np.where(largest == 0, 1.0, 127.0 / np.where(largest == 0, 1.0, largest))
+        assert np.allclose(variables[f"{name}_scale"], scale, rtol=1e-7, atol=0), name
+        assert variables[name].dtype == np.int8
+        restored = variables[name].astype(np.float64) / variables[f"{name}_scale"].astype(np.float64)[:, None]
+        assert np.abs(restored - weight).max() <= 0.5 * (1 / scale).max() * (1 + 1e-6), name
+        assert np.abs(variables[name]).max() == 127
+    assert variables["decoder/layer_0/ffn/linear_0/weight_scale"][3] == 1.0
+    assert not variables["decoder/layer_0/ffn/linear_0/weight"][3].any()
+    assert aliases["decoder/projection/weight_scale"] == "decoder/embeddings/weight_scale"
 
 
 def test_write_rejects_bad_input(small_model, tmp_path: Path) -> None:

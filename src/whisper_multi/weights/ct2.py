@@ -758,13 +758,19 @@ class _Int8Variable:
         return self._scale
 
 
+def _quantized_by_ct2(name: str) -> bool:
+    """Linear and embedding weights: what CTranslate2 quantizes when it loads a float model with compute_type="int8".
+    The convolutions stay float there (its converter quantizes them too, which moves the scores), so an int8 file
+    written here runs exactly as CTranslate2's own int8 of the same float weights."""
+    return name.endswith("/weight") and "/conv" not in name
+
+
 def _ct2_variables(config: WhisperConfig, tensors: Mapping[str, Any], dtype: str) -> _LazyArrays:
     """Every variable of the model.bin, each fused (and cast or quantized) only when the writer reaches it."""
     float_dtype = np.float16 if dtype == "float16" else np.float32
     makers: dict[str, Callable[[], np.ndarray]] = {}
     for link in ct2_links(config):
-        is_weight_matrix = link.ct2.endswith("/weight")  # linear, conv and embedding weights: what CT2 quantizes
-        if dtype == "int8" and is_weight_matrix:
+        if dtype == "int8" and _quantized_by_ct2(link.ct2):
             quantized = _Int8Variable(link, tensors)
             makers[link.ct2], makers[f"{link.ct2}_scale"] = quantized.weight, quantized.scale
         else:
@@ -849,8 +855,8 @@ def write_ct2(
 ) -> Path:
     """Write canonical Whisper tensors as a CTranslate2 model directory; return the path of its ``model.bin``.
 
-    ``dtype`` is "float32", "float16" or "int8" (CTranslate2's per-row int8 for weight matrices, float32 for the
-    rest). CTranslate2 needs the vocabulary (one token string per id) to load the model; pass ``vocabulary`` (e.g.
+    ``dtype`` is "float32", "float16" or "int8" (CTranslate2's per-row int8 for the linear and embedding weights,
+    float32 for the rest, as CTranslate2 quantizes a float model it loads with ``compute_type="int8"``). CTranslate2 needs the vocabulary (one token string per id) to load the model; pass ``vocabulary`` (e.g.
     ``CT2Model.vocabulary``) or add a vocabulary file yourself. The generation fields of ``config.json`` default to
     those of ``config`` and its vocabulary.
     """
