@@ -98,6 +98,11 @@ def _token_id_range(ids: jax.Array) -> tuple[int, int] | None:
     return int(values.min()), int(values.max())
 
 
+def _at_least_float32(x: jax.Array) -> jax.Array:
+    """Half precision in float32 for the softmax and the loss; float32 and float64 as they are."""
+    return x if x.dtype in (jnp.float32, jnp.float64) else x.astype(jnp.float32)
+
+
 def _config_flag(config: WhisperConfig, name: str, value: bool | None, default: bool) -> bool:
     """An explicit argument wins, then the config's attribute, then the default."""
     if value is not None:
@@ -289,7 +294,7 @@ class FlaxWhisperAttention(nn.Module):
         qk = jnp.einsum("bhqd,bhkd->bhqk", q, k)  # (batch, heads, query_time, key_time)
         if attention_mask is not None:
             qk = qk + attention_mask
-        w = jax.nn.softmax(qk.astype(jnp.float32), axis=-1).astype(q.dtype)
+        w = jax.nn.softmax(_at_least_float32(qk), axis=-1).astype(q.dtype)
         if layer_head_mask is not None:
             w = w * layer_head_mask.reshape(1, -1, 1, 1)  # (1, heads, 1, 1)
         w_dropped = _dropout(self, w, dropout, deterministic)
@@ -450,7 +455,9 @@ def _linear(module: nn.Module, features: int, use_bias: bool = True) -> nn.Dense
 
 
 def _layer_norm(module: nn.Module) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=1e-5, dtype=module.dtype, param_dtype=module.param_dtype)  # PyTorch's epsilon
+    # PyTorch's epsilon, and its two-pass variance: Linen's default one-pass E[x^2] - E[x]^2 cancels digits where the
+    # residual stream's mean is large, and the final layer norm multiplies that error into every logit.
+    return nn.LayerNorm(epsilon=1e-5, dtype=module.dtype, param_dtype=module.param_dtype, use_fast_variance=False)
 
 
 # ======================================================================================================================
@@ -1068,7 +1075,7 @@ class FlaxWhisperForConditionalGenerationModule(nn.Module):
         loss = None
         if labels is not None:
             # Mean over the positions whose label is not -100.
-            flat_logits = logits.astype(jnp.float32).reshape(-1, logits.shape[-1])  # (batch * time, vocab)
+            flat_logits = _at_least_float32(logits).reshape(-1, logits.shape[-1])  # (batch * time, vocab)
             loss = _cross_entropy(flat_logits, labels.reshape(-1), ignore_index=IGNORE_INDEX)  # labels: (batch * time,)
 
         output = Seq2SeqLMOutput(
@@ -1256,7 +1263,7 @@ class FlaxWhisperForAudioClassificationModule(nn.Module):
 
         loss = None
         if labels is not None:
-            flat_logits = logits.astype(jnp.float32).reshape(-1, self.config.num_labels)  # (batch, num_labels)
+            flat_logits = _at_least_float32(logits).reshape(-1, self.config.num_labels)  # (batch, num_labels)
             loss = _cross_entropy(flat_logits, labels.reshape(-1))  # labels: (batch,)
 
         output = SequenceClassifierOutput(

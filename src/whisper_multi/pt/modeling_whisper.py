@@ -82,6 +82,11 @@ def _token_id_range(ids: torch.Tensor) -> tuple[int, int] | None:
     return int(lowest), int(highest)
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Half precision in float32 for the softmax and the loss; float32 and float64 as they are."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def _config_flag(config: WhisperConfig, name: str, value: bool | None, default: bool) -> bool:
     """An explicit argument wins, then the config's attribute, then the default."""
     if value is not None:
@@ -190,7 +195,7 @@ class WhisperAttention(nn.Module):
         qk = q @ k.transpose(-1, -2)  # (batch, heads, query_time, key_time)
         if attention_mask is not None:
             qk = qk + attention_mask
-        w = torch.softmax(qk.float(), dim=-1).to(q.dtype)
+        w = torch.softmax(_at_least_float32(qk), dim=-1).to(q.dtype)
         if layer_head_mask is not None:
             w = w * layer_head_mask.reshape(1, -1, 1, 1)  # (1, heads, 1, 1)
         w_dropped = F.dropout(w, p=dropout, training=self.training)
@@ -884,7 +889,7 @@ class WhisperForConditionalGeneration(WhisperGenerationMixin, WhisperPreTrainedM
         loss = None
         if labels is not None:
             # Mean over the positions whose label is not -100.
-            flat_logits = logits.float().reshape(-1, logits.shape[-1])  # (batch * time, vocab)
+            flat_logits = _at_least_float32(logits).reshape(-1, logits.shape[-1])  # (batch * time, vocab)
             loss = _cross_entropy(flat_logits, labels.reshape(-1), ignore_index=-100)  # labels: (batch * time,)
 
         output = Seq2SeqLMOutput(
@@ -967,7 +972,7 @@ class WhisperForAudioClassification(WhisperPreTrainedModel):
 
         loss = None
         if labels is not None:
-            flat_logits = logits.float().reshape(-1, self.config.num_labels)  # (batch, num_labels)
+            flat_logits = _at_least_float32(logits).reshape(-1, self.config.num_labels)  # (batch, num_labels)
             loss = _cross_entropy(flat_logits, labels.reshape(-1))  # labels: (batch,)
 
         output = SequenceClassifierOutput(
