@@ -19,6 +19,7 @@ jax = pytest.importorskip("jax")
 pytest.importorskip("flax")
 import jax.numpy as jnp  # noqa: E402
 
+from conftest import float32_pair_bound  # noqa: E402
 from whisper_multi.configuration import WhisperConfig  # noqa: E402
 from whisper_multi.errors import CheckpointError, InputError  # noqa: E402
 from whisper_multi.flax import (  # noqa: E402
@@ -500,7 +501,7 @@ def greedy_tokens(model, encoder_states, length: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_tiny_en_logits_match_pytorch_and_transformers(tiny_en):
+def test_tiny_en_logits_match_pytorch_and_transformers_within_float32_error(tiny_en):
     torch = pytest.importorskip("torch")
     from whisper_multi.pt import WhisperForConditionalGeneration
 
@@ -511,9 +512,12 @@ def test_tiny_en_logits_match_pytorch_and_transformers(tiny_en):
     with torch.no_grad():
         pt_encoder = pt_model.get_encoder()(torch.from_numpy(reference["input_features"])).last_hidden_state
         pt_logits = pt_model(encoder_outputs=(pt_encoder,), decoder_input_ids=torch.from_numpy(ids)).logits[0]
-    assert max_abs(pt_encoder[0], encoder_states[0]) <= 1e-4
-    assert max_abs(pt_logits, logits) <= 1e-4
-    assert np.abs(logits[:, reference["vocab_ids"]] - reference["logits"]).max() <= 1e-4
+    pt_encoder, pt_logits = pt_encoder.numpy(), pt_logits.numpy()
+    assert max_abs(pt_encoder[0], encoder_states[0]) <= float32_pair_bound(pt_encoder, "encoder_last_hidden_state")
+    assert max_abs(pt_logits, logits) <= float32_pair_bound(pt_logits)
+    assert np.abs(logits[:, reference["vocab_ids"]] - reference["logits"]).max() <= float32_pair_bound(
+        reference["logits"]
+    )
 
 
 @pytest.mark.slow
@@ -525,3 +529,18 @@ def test_tiny_en_greedy_tokens_in_float32_and_bfloat16(tiny_en):
     half_states = half.jit_encode(half.params, jnp.asarray(reference["input_features"]))
     assert half_states.dtype == jnp.bfloat16
     assert greedy_tokens(half, half_states, len(expected)) == expected
+
+
+def test_layer_norm_keeps_the_digits_of_a_large_mean():
+    """A residual stream of mean 1000 and spread 0.5: the one-pass variance E[x^2] - E[x]^2 rounds at 0.06 in float32."""
+    from types import SimpleNamespace
+
+    from whisper_multi.flax.modeling_flax_whisper import _layer_norm
+
+    x = 1000.0 + 0.5 * np.random.default_rng(0).standard_normal((2, 384))
+    norm = _layer_norm(SimpleNamespace(dtype=jnp.float32, param_dtype=jnp.float32))
+    params = norm.init(jax.random.PRNGKey(0), jnp.zeros((1, 384)))
+    found = np.asarray(norm.apply(params, jnp.asarray(x, jnp.float32)), dtype=np.float64)
+    centred = x.astype(np.float32).astype(np.float64) - x.astype(np.float32).astype(np.float64).mean(-1, keepdims=True)
+    expected = centred / np.sqrt(centred.var(-1, keepdims=True) + 1e-5)
+    assert np.abs(found - expected).max() <= 1e-3

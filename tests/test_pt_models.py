@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 
 from safetensors.torch import save_file  # noqa: E402
 
+from conftest import float32_pair_bound  # noqa: E402
 from whisper_multi.configuration import WhisperConfig  # noqa: E402
 from whisper_multi.errors import CheckpointError, InputError  # noqa: E402
 from whisper_multi.modeling_utils import compute_mask_indices, shift_tokens_right, sinusoids  # noqa: E402
@@ -516,7 +517,7 @@ def tiny_en():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("implementation", ["sdpa", "eager"])
-def test_tiny_en_teacher_forced_logits_match_transformers(tiny_en, implementation):
+def test_tiny_en_teacher_forced_logits_match_transformers_within_float32_error(tiny_en, implementation):
     model, reference, encoder_outputs = tiny_en
     model.set_attn_implementation(implementation)
     try:
@@ -527,7 +528,9 @@ def test_tiny_en_teacher_forced_logits_match_transformers(tiny_en, implementatio
     finally:
         model.set_attn_implementation("sdpa")
     difference = np.abs(logits[0].numpy()[:, reference["vocab_ids"]] - reference["logits"]).max()
-    assert difference <= 1e-4, f"max abs logits difference {difference:.3g}"
+    # The fixture was computed on another CPU: the two sides round differently.
+    bound = float32_pair_bound(reference["logits"])
+    assert difference <= bound, f"max abs logits difference {difference:.3g} > {bound:.3g}"
 
 
 @pytest.mark.slow
