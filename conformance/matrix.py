@@ -220,17 +220,20 @@ def run_matrix(
                 else random_inputs(weights.config, audio)
             )
             result.inputs[name] = _describe_inputs(inputs)
+            reference64 = check.Float64Reference()  # the float32 errors of these weights, for every source's bounds
             for source in selection.sources_for(weights.spec):
                 progress(f"{name} / {source}")
                 if source == "direct":
-                    rows += check.compare(direct, inputs, weights.tolerances, selection.groups, step_timings := {})
+                    rows += check.compare(
+                        direct, inputs, weights.tolerances, selection.groups, step_timings := {}, reference64
+                    )
                     timings.update({f"direct {group}": seconds for group, seconds in step_timings.items()})
                     direct.models.clear()
                     gc.collect()
                     continue
                 groups = [group for group in selection.groups if group in FORMAT_GROUPS]
                 if groups:
-                    rows += _round_trip(weights, source, Path(scratch), selection, inputs, groups, timings)
+                    rows += _round_trip(weights, source, Path(scratch), selection, inputs, groups, timings, reference64)
             timings["total"] = time.perf_counter() - started
             progress(f"{name}: {timings['total']:.1f} s")
     return result
@@ -244,6 +247,7 @@ def _round_trip(
     inputs: check.Inputs,
     groups: Sequence[str],
     timings: dict[str, float],
+    reference64: check.Float64Reference,
 ) -> list[check.Row]:
     """Write the weights as ``source`` with the weight layer, load every backend from the directory, compare."""
     started = time.perf_counter()
@@ -261,7 +265,7 @@ def _round_trip(
         loader=lambda backend: backend.load(directory),
     )  # fmt: skip
     step_timings: dict[str, float] = {}
-    rows = check.compare(subject, inputs, weights.tolerances, groups, step_timings)
+    rows = check.compare(subject, inputs, weights.tolerances, groups, step_timings, reference64)
     timings.update({f"{source} {group}": seconds for group, seconds in step_timings.items()})
     subject.models.clear()
     for path in sorted(directory.iterdir()):

@@ -190,3 +190,79 @@ def test_a_hidden_state_above_its_own_bound_fails_the_row_and_is_named():
     assert "first above tolerance: state 0" in check._layer_note(
         [[3e-4, 0.0], [5e-3, 0.0]], "encoder_hidden_states", [2e-4, 1e-2]
     )
+
+
+# --- the float64 stage and the bounds derived from it -------------------------------------------------------------------
+def _float64_rows(tmp_path, frameworks, config="odd", groups=("float64", "e2e")):
+    selection = Selection(configs=[config], sources=["direct"], groups=list(groups), frameworks=list(frameworks))
+    data = run_suite(selection, tmp_path, structure=False)
+    return data, {(row["stage"], row["pair"]): row for row in data["rows"]}
+
+
+def test_the_three_frameworks_agree_in_float64_and_their_float32_bounds_are_derived(tmp_path):
+    _installed("pt", "tf", "flax")
+    data, rows = _float64_rows(tmp_path, ["pt", "tf", "flax"])
+    assert data["summary"]["exit_code"] == 0, data["first_divergence"]
+    for stage in check.FLOAT64_STAGES:
+        for pair in ("pt-tf", "pt-flax", "tf-flax"):
+            row = rows[(f"float64_{stage}", pair)]
+            assert row["tolerance"] == 1e-9 and row["max_abs"] <= 1e-12, (stage, pair, row["max_abs"])
+        for framework in ("pt", "tf", "flax"):
+            error = rows[(f"float32_error_{stage}", framework)]
+            # float32 round-off, neither zero (the run was really in float64) nor large.
+            assert 0 < error["max_abs"] < 1e-5, (stage, framework, error["max_abs"])
+    logits = rows[("e2e_logits", "pt-flax")]
+    errors = rows[("float32_error_e2e_logits", "pt")]["max_abs"] + rows[("float32_error_e2e_logits", "flax")]["max_abs"]
+    assert logits["derived"] and logits["tolerance"] == pytest.approx(errors + check.DERIVED_MARGIN)
+    assert logits["max_abs"] <= logits["tolerance"] and "bound: float32 errors pt" in logits["note"]
+    markdown = (tmp_path / MARKDOWN_NAME).read_text(encoding="utf-8")
+    assert "| float64_e2e_logits | pt-flax |" in markdown and "derived, " in markdown
+
+
+def test_a_wrong_layout_fails_the_float64_proof_and_the_derived_pair_bounds(tmp_path, monkeypatch):
+    """The same wrong TF weights in float32 and float64: TF's own float32 error stays small, so what names the bug is
+    the float64 disagreement, and the pair rows, whose derived bounds leave the float64 difference out."""
+    _installed("pt", "tf")
+    rule = table.LAYOUT_RULES["tf"]["linear_weight"]
+    monkeypatch.setitem(table.LAYOUT_RULES["tf"], "linear_weight", table.LayoutRule(_flip_fc1, rule.from_framework))
+    data, rows = _float64_rows(tmp_path, ["pt", "tf"], config="tiny")
+    assert data["summary"]["exit_code"] == 1
+    assert rows[("float64_e2e_logits", "pt-tf")]["status"] == "fail"
+    assert rows[("float32_error_e2e_logits", "tf")]["status"] == "pass"
+    assert rows[("e2e_logits", "pt-tf")]["status"] == "fail" and rows[("e2e_logits", "pt-tf")]["derived"]
+
+
+def test_a_float32_only_loss_of_precision_fails_that_frameworks_own_error_row(tmp_path, monkeypatch):
+    """A softmax that rounds its float32 input to bfloat16 (float64 untouched): the float64 proof holds, the
+    framework's float32 error exceeds its bound."""
+    _installed("pt", "flax")
+    import torch
+
+    from whisper_multi.pt import modeling_whisper
+
+    def coarse(x):
+        return x.to(torch.bfloat16).float() if x.dtype == torch.float32 else x
+
+    monkeypatch.setattr(modeling_whisper, "_at_least_float32", coarse)
+    data, rows = _float64_rows(tmp_path, ["pt", "flax"], config="tiny")
+    assert data["summary"]["exit_code"] == 1
+    assert all(rows[(f"float64_{stage}", "pt-flax")]["status"] == "pass" for stage in check.FLOAT64_STAGES)
+    assert rows[("float32_error_encoder_attentions", "pt")]["status"] == "fail"
+    assert rows[("float32_error_encoder_attentions", "flax")]["status"] == "pass"
+
+
+def test_derived_bounds_add_the_two_float32_errors_layer_by_layer():
+    reference = check.Float64Reference({("pt", "encoder_hidden_states"): [1e-6, 2e-5], ("tf", "encoder_hidden_states"): [3e-6, 1e-5]})  # fmt: skip
+    assert reference.bounds("pt", "tf", "encoder_hidden_states") == pytest.approx([1e-6 + 3e-6 + 1e-6, 3e-5 + 1e-6])
+    assert reference.bounds("pt", "flax", "encoder_hidden_states") is None  # not measured: the fixed bound applies
+    assert (
+        reference.describe("pt", "tf", "encoder_hidden_states")
+        == "bound: float32 errors pt 2.00e-05 + tf 1.00e-05 + 1e-06"
+    )
+
+
+def test_logit_bounds_grow_with_their_own_magnitude_on_real_weights():
+    logits = [np.array([[-35.0, 2.0]])]
+    assert check.REAL_TOLERANCES.for_states("float32_error_e2e_logits", logits) == pytest.approx([1e-4 + 1e-5 * 35])
+    assert check.REAL_TOLERANCES.for_states("float64_e2e_logits", logits) == [1e-9]
+    assert check.RANDOM_TOLERANCES.for_states("e2e_logits", logits) == [1e-5]

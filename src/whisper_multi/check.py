@@ -6,6 +6,10 @@ IDENTICAL inputs in every framework, so a difference names the stage that makes 
 - ``mel``: the numpy extractor's features returned as numpy, torch, tf and jax tensors (must be identical);
 - ``weights``: every parameter as each framework holds it, against the canonical tensor put in that framework's
   layout by ``NATIVE_AXES`` below, a statement of the layouts independent of the weight layer's rules;
+- ``float64``: every framework's model in float64 on the same inputs: the three must agree to 1e-9 on every output
+  of the encoder, decoder and end-to-end stages (they implement the same math), and each framework's float32 outputs
+  are measured against its own float64 ones (how exact its float32 arithmetic is). The float32 pair bounds of the
+  stages below are then derived from that measurement (``Float64Reference``);
 - ``encoder``: the same mel features -> the last encoder state, every hidden state, the attention weights;
 - ``decoder``: the same encoder states (the reference framework's) and token ids -> the decoder hidden states,
   self- and cross-attention weights and logits;
@@ -22,6 +26,7 @@ available", which is not a pass either. No framework is imported at module level
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib.util
@@ -31,7 +36,7 @@ import time
 import traceback
 import wave
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,13 +53,30 @@ FRAMEWORK_MODULES = {"pt": ("torch",), "tf": ("tensorflow", "keras"), "flax": ("
 MEL_TENSOR_TYPES = {"pt": "pt", "tf": "tf", "flax": "jax"}
 
 # Stage groups, in pipeline order: the first failing group of a pair is where the frameworks part.
-STAGE_GROUPS = ("mel", "weights", "encoder", "decoder", "e2e", "cached", "gradients", "classification", "generation")
+STAGE_GROUPS = (
+    "mel", "weights", "float64", "encoder", "decoder", "e2e", "cached", "gradients", "classification", "generation"
+)  # fmt: skip
+ENCODER_STAGES = ("encoder_last_hidden_state", "encoder_hidden_states", "encoder_attentions")
+DECODER_STAGES = ("decoder_hidden_states", "decoder_attentions", "cross_attentions", "logits")
+E2E_STAGES = ("e2e_logits", "loss")
+# The stages measured in float64: each output of the full forward (encoder, end to end) and of the decoder fed the
+# reference framework's encoder states, with the key it has in that run's outputs.
+FLOAT64_STAGES: dict[str, tuple[str, str]] = {
+    **{stage: ("forward", stage) for stage in ENCODER_STAGES},
+    **{stage: ("decode", stage) for stage in DECODER_STAGES},
+    "e2e_logits": ("forward", "logits"),
+    "loss": ("forward", "loss"),
+}
 STAGES: dict[str, tuple[str, ...]] = {
     "mel": ("mel_features",),
     "weights": ("weights",),
-    "encoder": ("encoder_last_hidden_state", "encoder_hidden_states", "encoder_attentions"),
-    "decoder": ("decoder_hidden_states", "decoder_attentions", "cross_attentions", "logits"),
-    "e2e": ("e2e_logits", "loss"),
+    "float64": (
+        *(f"float64_{stage}" for stage in FLOAT64_STAGES),
+        *(f"float32_error_{stage}" for stage in FLOAT64_STAGES),
+    ),
+    "encoder": ENCODER_STAGES,
+    "decoder": DECODER_STAGES,
+    "e2e": E2E_STAGES,
     "cached": ("cached_logits", "static_cache_logits"),
     "gradients": ("gradients",),
     "classification": ("classification_logits",),
@@ -66,6 +88,10 @@ GENERATION_SETTINGS: dict[str, dict[str, Any]] = {
     "generate_timestamps": {"return_timestamps": True},
 }
 HIDDEN_STATE_STAGES = ("encoder_last_hidden_state", "encoder_hidden_states", "decoder_hidden_states")
+FLOAT64_TOLERANCE = 1e-9  # float64 pairs: the same math rounds at ~1e-13 on these models
+# Added to the sum of two frameworks' float32 errors in a derived pair bound: it stands for the float64 pair
+# difference (at most FLOAT64_TOLERANCE, checked by its own row) and the rounding of the differences themselves.
+DERIVED_MARGIN = 1e-6
 
 CACHED_POSITIONS = 8  # positions decoded step by step (every new shape compiles once in Flax and TF)
 GENERATION_NEW_TOKENS = 24  # new tokens per generation, also for the token ids the decoder stages are fed
@@ -89,7 +115,12 @@ STATUS_ORDER = (PASS, FAIL, ERROR, NOT_AVAILABLE, SKIPPED)
 # --- tolerances and results ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Tolerances:
-    """Bounds on the max abs difference per stage kind; ``target`` is the bound aimed for, reported beside."""
+    """Bounds on the max abs difference per stage kind; ``target`` is the bound aimed for, reported beside.
+
+    Where a float64 reference was measured, these bounds apply to each framework's float32 distance from its own
+    float64 outputs (``float32_error_*`` rows), and a pair's float32 bound is derived from those distances;
+    without one (``--stages`` leaving out ``float64``) they bound the pair differences themselves.
+    """
 
     absolute: float = 1e-5  # logits, attention weights, loss
     hidden_states: float = 1e-5  # encoder and decoder hidden states
@@ -97,6 +128,9 @@ class Tolerances:
     # reached up to it (in the first framework), as float32 round-off does: a stream of magnitude 500 rounds at 3e-5
     # per operation, and what it carries reaches the later states (a layer norm rescales it, it does not remove it).
     hidden_states_relative: float = 0.0
+    # Logits, attention weights and loss: the bound grows by this fraction of the output's own largest magnitude
+    # (float32 keeps 2**-24 of a value; logits of real checkpoints reach 30-40).
+    relative: float = 0.0
     gradients: float = 1e-4  # relative to the largest magnitude of the reference gradient, per parameter
     target: float | None = None
     gradients_target: float | None = None
@@ -104,6 +138,9 @@ class Tolerances:
     def for_stage(self, stage: str) -> float:
         if stage in ("mel_features", "weights") or stage.startswith("generate_"):
             return 0.0  # identical arrays, identical token ids
+        if stage.startswith("float64_"):
+            return FLOAT64_TOLERANCE
+        stage = stage.removeprefix("float32_error_")
         if stage == "gradients":
             return self.gradients
         if stage in HIDDEN_STATE_STAGES:
@@ -111,28 +148,41 @@ class Tolerances:
         return self.absolute
 
     def for_states(self, stage: str, states: Sequence[Any]) -> list[float]:
-        """The bound of each of a stack of outputs (first to last): that of its stage, plus, for hidden states, the
-        share of the largest magnitude reached so far."""
+        """The bound of each of a stack of outputs (first to last): that of its stage, plus a share of a magnitude:
+        for hidden states the largest one the residual stream has reached so far, for the others their own."""
         tolerance = self.for_stage(stage)
-        if stage not in HIDDEN_STATE_STAGES or not self.hidden_states_relative:
+        hidden = stage.removeprefix("float32_error_") in HIDDEN_STATE_STAGES
+        share = self.hidden_states_relative if hidden else self.relative
+        if not share or tolerance == 0.0 or stage.startswith("float64_"):
             return [tolerance] * len(states)
         bounds, peak = [], 0.0
         for state in states:
             array = np.asarray(state, dtype=np.float64)
-            peak = max(peak, float(np.abs(array).max()) if array.size else 0.0)
-            bounds.append(tolerance + self.hidden_states_relative * peak)
+            largest = float(np.abs(array).max()) if array.size else 0.0
+            peak = max(peak, largest) if hidden else largest
+            bounds.append(tolerance + share * peak)
         return bounds
 
 
 RANDOM_TOLERANCES = Tolerances()
 # Real weights: float32 round-off grows through 4-12 layers and is amplified by the final layer norms, whose outputs
 # reach ~100 (float32 spacing 8e-6 there); see conformance/REPORT.md for where it grows. The target stays 1e-5.
+# With the float64 stage these bound each framework's own float32 error, and a pair may differ by the sum of its two
+# frameworks' errors. Logits: 1e-4 + 1e-5 x their largest magnitude (3.9e-4-5e-4 for logits of 30-40); measured
+# 1.6e-5-1.3e-4 per framework on tiny.en and base (an AVX-512 Xeon, and the same with MKL, oneDNN, XLA and
+# CTranslate2 held to AVX2); a wrong operation moves them by 1e-2 or more.
 # Hidden states: base's encoder residual stream reaches 517, where each framework alone is 2e-3-4e-3 (up to 8.3e-6 of
-# the magnitude) from PyTorch float64, so a pair may differ by twice that: 1e-4 + 2e-5 x the state's largest magnitude.
+# the magnitude) from float64: 1e-4 + 2e-5 x the state's largest magnitude.
 # Gradients (relative to the largest of each parameter's): each framework is within 5e-5 (PT), 7e-5 (Flax), 1.6e-4 (TF)
 # of PyTorch float64 on base; the relative bound is 1e-3, the target 1e-4.
 REAL_TOLERANCES = Tolerances(
-    absolute=1e-4, hidden_states=1e-4, hidden_states_relative=2e-5, gradients=1e-3, target=1e-5, gradients_target=1e-4
+    absolute=1e-4,
+    hidden_states=1e-4,
+    hidden_states_relative=2e-5,
+    relative=1e-5,
+    gradients=1e-3,
+    target=1e-5,
+    gradients_target=1e-4,
 )
 
 
@@ -153,6 +203,7 @@ class Row:
     note: str = ""
     layers: list[list[float]] | None = None  # per layer (or per hidden state): [max abs, mean abs]
     layer_tolerances: list[float] | None = None  # per hidden state when the bounds differ; ``tolerance`` is the largest
+    derived: bool = False  # the bound is the sum of the two frameworks' float32 errors (``Float64Reference``)
 
     @property
     def passed(self) -> bool:
@@ -245,6 +296,14 @@ class Backend:
         """A model read from a checkpoint directory by its own ``from_pretrained``."""
         return self.model_class(head).from_pretrained(path)
 
+    def build_float64(self, config: WhisperConfig, tensors: Mapping[str, np.ndarray]) -> Any:
+        """The speech-to-text model computing in float64 (built and run inside ``float64_scope``)."""
+        raise NotImplementedError
+
+    def float64_scope(self) -> AbstractContextManager[Any]:
+        """Where float64 arrays stay float64 (JAX truncates them to float32 outside it)."""
+        return contextlib.nullcontext()
+
     def native_weights(self, model: Any) -> dict[str, np.ndarray]:
         """Canonical name -> the parameter as the model holds it (the framework's layout)."""
         raise NotImplementedError
@@ -306,6 +365,11 @@ class TorchBackend(Backend):
         load_tensors(model, prepare_tensors(tensors, head, config, "the canonical tensors"))
         return model
 
+    def build_float64(self, config: WhisperConfig, tensors: Mapping[str, np.ndarray]) -> Any:
+        import torch
+
+        return self.build(config, tensors, "conditional_generation").to(torch.float64)
+
     def native_weights(self, model: Any) -> dict[str, np.ndarray]:
         return {name: to_numpy(tensor) for name, tensor in model.state_dict().items()}
 
@@ -366,6 +430,17 @@ class TFBackend(Backend):
         load_tensors(model, prepare_tensors(tensors, head, config, "the canonical tensors"))
         return model
 
+    def build_float64(self, config: WhisperConfig, tensors: Mapping[str, np.ndarray]) -> Any:
+        import keras
+
+        # Keras gives every layer built without a dtype the global policy: float64 variables and computations.
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy("float64")
+        try:
+            return self.build(config, tensors, "conditional_generation")
+        finally:
+            keras.config.set_dtype_policy(previous)
+
     def native_weights(self, model: Any) -> dict[str, np.ndarray]:
         from .tf.loading import model_variables
 
@@ -406,6 +481,24 @@ class FlaxBackend(Backend):
 
     def build(self, config: WhisperConfig, tensors: Mapping[str, np.ndarray], head: str) -> Any:
         return self.model_class(head).from_state_dict(config, dict(tensors), "the canonical tensors")
+
+    def build_float64(self, config: WhisperConfig, tensors: Mapping[str, np.ndarray]) -> Any:
+        import jax.numpy as jnp
+
+        float64 = {name: np.asarray(array, dtype=np.float64) for name, array in tensors.items()}
+        return self.model_class("conditional_generation").from_state_dict(
+            config, float64, "the canonical tensors", dtype=jnp.float64, param_dtype=jnp.float64
+        )
+
+    def float64_scope(self) -> AbstractContextManager[Any]:
+        import jax
+
+        scope = getattr(jax, "enable_x64", None)  # jax >= 0.7; earlier releases have it in jax.experimental
+        if scope is None:
+            from jax.experimental import enable_x64
+
+            return enable_x64()
+        return scope(True)
 
     def _leaves(self, model: Any, tree: Any) -> dict[str, np.ndarray]:
         from .flax.loading import param_path
@@ -506,6 +599,33 @@ def _describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}{place}"[:400]
 
 
+# --- the float64 reference -----------------------------------------------------------------------------------------
+@dataclass
+class Float64Reference:
+    """Each framework's float32 distance from its own float64 run on the same inputs, per stage (max abs, one value per
+    layer of a layered output): what the float32 pair bounds are derived from.
+
+    For two frameworks a and b, elementwise |a32 - b32| <= |a32 - a64| + |a64 - b64| + |b64 - b32|, so a pair may differ
+    by the two float32 errors plus the float64 difference, which its own row holds under ``FLOAT64_TOLERANCE``;
+    ``margin`` covers that and the rounding of the differences. Filled by the ``float64`` stage group of the models
+    built from the canonical tensors; handed to the comparisons of models loaded from files, which hold the same
+    weights bit for bit (their ``weights`` row checks it).
+    """
+
+    errors: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (framework, stage) -> per layer
+    margin: float = DERIVED_MARGIN
+
+    def bounds(self, first: str, second: str, stage: str) -> list[float] | None:
+        a, b = self.errors.get((first, stage)), self.errors.get((second, stage))
+        if a is None or b is None or len(a) != len(b):
+            return None
+        return [x + y + self.margin for x, y in zip(a, b)]
+
+    def describe(self, first: str, second: str, stage: str) -> str:
+        a, b = (max(self.errors[(name, stage)], default=0.0) for name in (first, second))
+        return f"bound: float32 errors {first} {format_value(a)} + {second} {format_value(b)} + {self.margin:g}"
+
+
 # --- running the stages ----------------------------------------------------------------------------------------------
 class _Run:
     """The stages of one subject; each framework's forward outputs are shared by the stages that need them.
@@ -514,14 +634,23 @@ class _Run:
     row by every stage that needs that step, so the first stage in pipeline order names where things went wrong.
     """
 
-    def __init__(self, subject: Subject, inputs: Inputs, tolerances: Tolerances, groups: Iterable[str]):
+    def __init__(
+        self,
+        subject: Subject,
+        inputs: Inputs,
+        tolerances: Tolerances,
+        groups: Iterable[str],
+        reference64: Float64Reference | None = None,
+    ):
         self.subject, self.inputs, self.tolerances = subject, inputs, tolerances
         self.groups = [group for group in STAGE_GROUPS if group in set(groups)]
+        self.reference64 = reference64 if reference64 is not None else Float64Reference()
         self.rows: list[Row] = []
         self.outputs: dict[str, dict[str, Any]] = {}  # framework -> numpy outputs of the end-to-end forward
         self.decoded: dict[str, dict[str, Any]] = {}  # framework -> numpy outputs of the decoder from shared states
         self.step_errors: dict[tuple[str, str], str] = {}  # (step, framework) -> error
-        self.details = "encoder" in self.groups  # hidden states and attentions only when compared
+        # Hidden states and attentions only when compared.
+        self.details = bool({"encoder", "float64"} & set(self.groups))
 
     # -- rows
     def row(self, stage: str, pair: str, measured: tuple[float, float] | None, **extra: Any) -> Row:
@@ -631,7 +760,8 @@ class _Run:
     def _compare_outputs(
         self, stage: str, key: str, outputs: dict[str, dict[str, Any]], steps: tuple[str, ...], note: str = ""
     ) -> None:
-        """One row per pair: max and mean abs of ``key``; per layer for tuples of layers."""
+        """One row per pair: max and mean abs of ``key``; per layer for tuples of layers. The bound is derived from
+        the two frameworks' float32 errors where the float64 reference measured them, fixed otherwise."""
         for a, b in pairs(self.wanted()):
             pair = f"{a}-{b}"
             blocked = self.blocked([a, b], *steps)
@@ -639,24 +769,39 @@ class _Run:
                 self.unavailable(stage, pair, *blocked)
                 continue
             first, second = outputs[a].get(key), outputs[b].get(key)
+            derived = self.reference64.bounds(a, b, stage)
             if first is None or second is None:
                 self.unavailable(stage, pair, ERROR, f"no {key} in the outputs")
-            elif not isinstance(first, list):
-                stack = outputs[a].get(key.replace("last_hidden_state", "hidden_states"))  # the states up to it
-                stack = stack if isinstance(stack, list) and stack else [first]
-                tolerance = self.tolerances.for_states(stage, stack)[-1]
-                self.row(stage, pair, differences(first, second), tolerance=tolerance, note=note)
-            elif len(first) != len(second):
+            elif isinstance(first, list) and len(first) != len(second):
                 self.unavailable(stage, pair, ERROR, f"{len(first)} vs {len(second)} {key}")
             else:
-                per_layer = [list(differences(x, y)) for x, y in zip(first, second)]
-                bounds = self.tolerances.for_states(stage, first)
-                notes = (note, _layer_note(per_layer, stage, bounds))
-                self.row(
-                    stage, pair, _worst(per_layer), layers=per_layer, note="; ".join(n for n in notes if n),
-                    tolerance=max(bounds, default=self.tolerances.for_stage(stage)),
-                    layer_tolerances=bounds if len(set(bounds)) > 1 else None,
-                )  # fmt: skip
+                row_note = "; ".join(n for n in (note, derived and self.reference64.describe(a, b, stage)) if n)
+                bounds = derived or self._fixed_bounds(stage, key, outputs[a])
+                self._difference_row(stage, pair, first, second, bounds, row_note, derived=derived is not None)
+
+    def _fixed_bounds(self, stage: str, key: str, outputs: dict[str, Any]) -> list[float]:
+        """The stage's tolerance for each layer (a single output: the last of the stack of states up to it)."""
+        value = outputs[key]
+        if isinstance(value, list):
+            return self.tolerances.for_states(stage, value)
+        stack = outputs.get(key.replace("last_hidden_state", "hidden_states"))  # the states up to it
+        stack = stack if isinstance(stack, list) and stack else [value]
+        return [self.tolerances.for_states(stage, stack)[-1]]
+
+    def _difference_row(
+        self, stage: str, pair: str, first: Any, second: Any, bounds: list[float], note: str, derived: bool = False
+    ) -> None:
+        """A row of the max and mean abs difference; per layer, each against its own bound, for a list of layers."""
+        if not isinstance(first, list):
+            self.row(stage, pair, differences(first, second), tolerance=bounds[-1], note=note, derived=derived)
+            return
+        per_layer = [list(differences(x, y)) for x, y in zip(first, second)]
+        notes = (note, _layer_note(per_layer, stage, bounds))
+        self.row(
+            stage, pair, _worst(per_layer), layers=per_layer, note="; ".join(n for n in notes if n),
+            tolerance=max(bounds, default=self.tolerances.for_stage(stage)),
+            layer_tolerances=bounds if len(set(bounds)) > 1 else None, derived=derived,
+        )  # fmt: skip
 
     # -- the stages, one method per group
     def _mel(self) -> None:
@@ -705,6 +850,60 @@ class _Run:
                 f"{len(differing)} of {len(specs)} parameters differ, first: {differing[0]}"
             )  # fmt: skip
             self.row("weights", name, (worst, total / max(count, 1)), note=note)
+
+    def _float64(self) -> None:
+        """Every framework's model in float64: each pair agrees to ``FLOAT64_TOLERANCE`` on every output, and each
+        framework's float32 outputs are measured against its own float64 ones (``float32_error_*`` rows, judged
+        against the stage's tolerance); the float32 pair bounds are derived from those measurements."""
+        self._decode_all()
+        float64: dict[str, dict[str, dict[str, Any]]] = {"forward": {}, "decode": {}}
+        for name in self.frameworks:
+            found = self.guarded("float64", name, functools.partial(self._run_float64, name))
+            if found is not None:
+                float64["forward"][name], float64["decode"][name] = found
+        for stage, (run, key) in FLOAT64_STAGES.items():
+            self._compare_outputs(f"float64_{stage}", key, float64[run], ("float64",), "every framework in float64")
+        float32 = {"forward": self.outputs, "decode": self.decoded}
+        for stage, (run, key) in FLOAT64_STAGES.items():
+            for name in self.wanted():
+                self._float32_error(stage, name, float32[run], float64[run], key)
+
+    def _run_float64(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the full forward, the decoder) of ``name``'s float64 model, on its float32 model's inputs: the mel
+        features, and for the decoder the reference framework's float32 encoder states (exact in float64)."""
+        backend, inputs = BACKENDS[name](), self.inputs
+        if self.reference is None:
+            raise InputError("no framework produced float32 encoder states to feed the float64 decoders")
+        states = self.outputs[self.reference]["encoder_last_hidden_state"].astype(np.float64)
+        with backend.float64_scope():
+            model = backend.build_float64(self.subject.config, self.subject.tensors)
+            forward = _numpy_outputs(backend.run(
+                model, input_features=inputs.features.astype(np.float64), decoder_input_ids=inputs.decoder_input_ids,
+                labels=inputs.labels, output_attentions=True, output_hidden_states=True,
+            ))  # fmt: skip
+            decoded = _numpy_outputs(backend.run(
+                model, encoder_states=states, decoder_input_ids=inputs.decoder_input_ids, output_attentions=True,
+                output_hidden_states=True,
+            ))  # fmt: skip
+        return forward, decoded
+
+    def _float32_error(
+        self, stage: str, name: str, float32: dict[str, dict[str, Any]], float64: dict[str, dict[str, Any]], key: str
+    ) -> None:
+        """``name``'s float32 output against its own float64 one; recorded for the derived pair bounds."""
+        error_stage = f"float32_error_{stage}"
+        blocked = self.blocked([name], "forward", "decode", "float64")
+        if blocked:
+            self.unavailable(error_stage, name, *blocked)
+            return
+        first, second = float32[name].get(key), float64[name].get(key)
+        if first is None or second is None:
+            self.unavailable(error_stage, name, ERROR, f"no {key} in the outputs")
+            return
+        layers = [differences(x, y)[0] for x, y in zip(first, second)] if isinstance(first, list) else None
+        self.reference64.errors[(name, stage)] = layers if layers is not None else [differences(first, second)[0]]
+        bounds = self._fixed_bounds(error_stage, key, float64[name])
+        self._difference_row(error_stage, name, first, second, bounds, "float32 vs its own float64 run")
 
     def _encoder(self) -> None:
         self._forward_all()
@@ -909,10 +1108,12 @@ def compare(
     tolerances: Tolerances,
     groups: Iterable[str] = STAGE_GROUPS,
     timings: dict[str, float] | None = None,
+    reference64: Float64Reference | None = None,
 ) -> list[Row]:
     """Every selected stage of ``subject``, one row per framework pair (or per framework); the seconds each stage
-    group took are added to ``timings``."""
-    return _Run(subject, inputs, tolerances, groups).run(timings)
+    group took are added to ``timings``. The ``float64`` group fills ``reference64``; without that group, the
+    float32 errors already in it (those of the same weights) give the derived pair bounds."""
+    return _Run(subject, inputs, tolerances, groups, reference64).run(timings)
 
 
 # --- inputs from audio -----------------------------------------------------------------------------------------------
@@ -1053,8 +1254,9 @@ def run_check(
     tolerances = REAL_TOLERANCES
     if tolerance is not None:
         tolerances = dataclasses.replace(
-            REAL_TOLERANCES, absolute=tolerance, hidden_states=max(tolerance, REAL_TOLERANCES.hidden_states)
-        )
+            REAL_TOLERANCES, absolute=tolerance, relative=0.0,
+            hidden_states=max(tolerance, REAL_TOLERANCES.hidden_states),
+        )  # fmt: skip
     with ExitStack() as stack:
         directory, label = _model_directory(model, stack)
         checkpoint = read_checkpoint(directory)
@@ -1082,7 +1284,9 @@ def format_value(value: float | None, measure: str = "abs") -> str:
 def format_tolerance(row: Row) -> str:
     text = "exact" if row.tolerance == 0 else f"{row.tolerance:.3g}" + (" rel" if row.measure == "relative" else "")
     if row.layer_tolerances is not None:
-        text = "per state, up to " + text
+        text = f"per {'state' if 'hidden' in row.stage else 'layer'}, up to " + text
+    if row.derived:
+        text = "derived, " + text
     return text + (f" (target {row.target:g})" if row.target is not None else "")
 
 

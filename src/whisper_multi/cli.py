@@ -117,7 +117,9 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
         description=(
             "Load MODEL in every backend with its own from_pretrained, feed each stage the same inputs (the mel "
             "features of a speech clip; the decoder the same encoder states) and print the max and mean absolute "
-            "difference of every stage for every pair of backends. Exit 0 when all pass; 1 when a difference exceeds "
+            "difference of every stage for every pair of backends. The float64 stage runs every backend in float64 "
+            "too: the backends must agree to 1e-9 there, each backend's float32 outputs are measured against its own "
+            "float64 ones, and a pair's float32 bound is the sum of its two backends' errors. Exit 0 when all pass; 1 when a difference exceeds "
             "its tolerance or a stage fails; 3 when the only stages that did not pass are not available yet; 4 when "
             "fewer than two backends could run. A backend whose framework is not installed is skipped and listed."
         ),
@@ -131,8 +133,11 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--audio", metavar="FILE", help="speech clip (default: the bundled English sentence)")
     check.add_argument(
         "--tolerance", type=float, metavar="X",
-        help=f"max abs difference allowed for logits, attention weights and loss (default {REAL_TOLERANCES.absolute:g}"
-        f"; hidden states {REAL_TOLERANCES.hidden_states:g}; gradients {REAL_TOLERANCES.gradients:g} relative)",
+        help="max abs float32 error allowed for logits, attention weights and loss: each backend's distance from its "
+        "own float64 run (pairs may differ by the sum of two), or between backends when --stages leaves out "
+        f"float64 (default {REAL_TOLERANCES.absolute:g} + {REAL_TOLERANCES.relative:g} x the largest magnitude; hidden "
+        f"states {REAL_TOLERANCES.hidden_states:g} + {REAL_TOLERANCES.hidden_states_relative:g} x the largest magnitude "
+        f"so far; gradients {REAL_TOLERANCES.gradients:g} relative)",
     )  # fmt: skip
     check.add_argument("--stages", help=f"comma-separated stage groups (default: all of {', '.join(CHECK_GROUPS)})")
     check.set_defaults(handler=_check_command)
