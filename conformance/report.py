@@ -159,9 +159,21 @@ def markdown(data: dict[str, Any], rows: Sequence[check.Row]) -> str:
         "has reached up to it (tolerance column: the largest of them). `not available` and `skipped` rows are not "
         "passes.",
         "",
+        "Where the bounds come from: the `float64` stage builds every framework's model in float64 and feeds it the "
+        "float32 model's inputs. The frameworks must agree there to "
+        f"{check.FLOAT64_TOLERANCE:g} on every output (`float64_*` rows): the three implement the same math. Each "
+        "framework's float32 outputs are then measured against its own float64 ones (`float32_error_*` rows), judged "
+        "against the config's tolerances (real weights: 1e-4 plus 1e-5 of the output's largest magnitude for logits, "
+        "attention weights and loss; hidden states 1e-4 plus 2e-5 of the largest magnitude the stream has reached). "
+        "A float32 pair row marked `derived` may differ by the sum of its two frameworks' float32 errors plus "
+        f"{check.DERIVED_MARGIN:g} (elementwise, |a32 - b32| <= |a32 - a64| + |a64 - b64| + |b64 - b32|), so its bound "
+        "follows the CPU that runs the suite instead of one machine's run. Other rows (step-by-step decoding, "
+        "gradients, classification, token ids) keep the fixed bounds of the tolerance column.",
+        "",
     ]
     lines += _structure_section(data)
     lines += _problems_section(data, rows)
+    lines += _float64_section(rows)
     lines += _limiting_section(data)
     lines += [
         "## Configs",
@@ -221,6 +233,32 @@ def _problems_section(data: dict[str, Any], rows: Sequence[check.Row]) -> list[s
             + [f"- {name}: {why}" for name, why in data["skipped_frameworks"].items()]
             + [""]
         )
+    return lines
+
+
+def _float64_section(rows: Sequence[check.Row]) -> list[str]:
+    """Per config: the float64 difference of each pair and each framework's float32 distance from its float64."""
+    measured = [row for row in rows if row.source == "direct" and row.stage.startswith(("float64_", "float32_error_"))]
+    if not measured:
+        return []
+    pairs = list(dict.fromkeys(row.pair for row in measured if row.stage.startswith("float64_")))
+    frameworks = list(dict.fromkeys(row.pair for row in measured if row.stage.startswith("float32_error_")))
+    lines = [
+        "## Float64 proof and each framework's float32 error",
+        "",
+        "Max abs differences per stage (direct weights): float64 between frameworks, and float32 against the same "
+        "framework's float64.",
+        "",
+    ]
+    for config in dict.fromkeys(row.config for row in measured):
+        found = {(row.stage, row.pair): row.max_abs for row in measured if row.config == config}
+        header = [f"float64 {pair}" for pair in pairs] + [f"float32 error {name}" for name in frameworks]
+        lines += [f"### {config}", "", "| stage | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
+        for stage in check.FLOAT64_STAGES:
+            cells = [found.get((f"float64_{stage}", pair)) for pair in pairs]
+            cells += [found.get((f"float32_error_{stage}", name)) for name in frameworks]
+            lines.append(f"| {stage} | " + " | ".join(_number(value) for value in cells) + " |")
+        lines.append("")
     return lines
 
 
