@@ -4,6 +4,9 @@
   (one of them long, so a window holds no speech at its start); the ``.txt`` holds the exact words.
 - ``word_timing.wav`` / ``.json``: single words synthesized one at a time, trimmed to where their samples rise above
   a threshold and joined by known silences; the ``.json`` holds each word with its true start and end (seconds).
+- ``sentences_with_pauses.flac`` / ``.json``: ten sentences of 4 to 8 s (71 s in all), each trimmed and followed by 1 s of silence, so
+  pauses fall near the edges of 30 s windows and chunks; the ``.json`` holds each sentence with its true start and
+  end (seconds).
 
 ``synthesize_prose(seconds)`` makes the longer evaluation audio of ``benchmarks/bench_longform.py`` from the same
 texts. espeak-ng writes 22050 Hz; soxr resamples to Whisper's 16 kHz; files are 16-bit PCM WAV.
@@ -69,6 +72,23 @@ PROSE = (
     "of three and twenty years had been insufficient to make his wife understand his character. Her mind was less "
     "difficult to develop. She was a woman of mean understanding, little information, and uncertain temper.",
 )
+
+# The sentences of sentences_with_pauses: no phrase repeats, so a repeated n-gram in a transcript is the decoder's.
+SENTENCES = (
+    "Speech recognition has changed a great deal over the last few decades, moving from small vocabularies to "
+    "open conversation.",
+    "Early systems could understand only a handful of words, spoken slowly and carefully by a single trained speaker.",
+    "Marie Curie carried out her research on radioactivity in a small laboratory in Paris, with very little money.",
+    "Modern models learn from thousands of hours of recorded audio, paired with the text that people wrote down.",
+    "The first satellites were launched more than sixty years ago, showing that space travel was possible.",
+    "Today a telephone in your pocket can transcribe a meeting while it is still taking place.",
+    "Researchers continue to improve these systems every year, and the results are becoming more accurate and "
+    "more useful.",
+    "Engineers who build them must test every change carefully, because small mistakes can hide in long recordings.",
+    "A quiet room helps, but good models also cope with noise, music, and people talking over each other.",
+    "Thank you for listening to this short story about machines that learned to hear.",
+)
+SENTENCE_GAP = 1.0  # seconds of silence after each sentence
 
 # Single words of the word-timing clip and the silences (seconds) after each, a repeating pattern.
 TIMING_WORDS = (
@@ -140,6 +160,21 @@ def synthesize_word_timing() -> tuple[np.ndarray, list[dict[str, float | str]]]:
     return np.concatenate(parts), truth
 
 
+def synthesize_sentences() -> tuple[np.ndarray, list[dict[str, float | str]]]:
+    """The sentences in turn, each in the next of the five clearest voices (tiny.en garbles the Scottish one),
+    trimmed and followed by ``SENTENCE_GAP`` of silence."""
+    parts = [silence(0.5)]
+    position = 0.5
+    truth: list[dict[str, float | str]] = []
+    for index, text in enumerate(SENTENCES):
+        speech = trim(espeak(text, VOICES[index % 5]))
+        duration = len(speech) / SAMPLE_RATE
+        truth.append({"text": text, "start": round(position, 3), "end": round(position + duration, 3)})
+        parts += [speech, silence(SENTENCE_GAP)]
+        position += duration + SENTENCE_GAP
+    return np.concatenate(parts), truth
+
+
 def write_wav(path: Path, samples: np.ndarray) -> None:
     import soundfile
 
@@ -155,6 +190,13 @@ def main() -> None:
     audio, truth = synthesize_word_timing()
     write_wav(OUT_DIR / "word_timing.wav", audio)
     (OUT_DIR / "word_timing.json").write_text(json.dumps({"words": truth}, indent=1) + "\n", encoding="utf-8")
+    audio, truth = synthesize_sentences()
+    import soundfile
+
+    soundfile.write(OUT_DIR / "sentences_with_pauses.flac", np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
+    (OUT_DIR / "sentences_with_pauses.json").write_text(
+        json.dumps({"sentences": truth}, indent=1) + "\n", encoding="utf-8"
+    )
     for path in sorted(OUT_DIR.iterdir()):
         print(f"{path.name}: {path.stat().st_size} bytes")
 

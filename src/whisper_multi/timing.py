@@ -268,11 +268,9 @@ def find_alignment(
 def _shorten_long_words(words: list[Word]) -> None:
     """A word at a sentence end that lasts more than twice the median word (capped at 0.7 s) takes in the silence
     after it: cut it to that length, as openai-whisper and faster-whisper do."""
-    durations = np.array([word.end - word.start for word in words])
-    durations = durations[durations.nonzero()]
-    if not len(durations):
+    median = _median_word_duration(words)
+    if not median:
         return
-    median = min(float(np.median(durations)), 0.7)
     longest = median * 2
     for index in range(1, len(words)):
         word = words[index]
@@ -283,10 +281,35 @@ def _shorten_long_words(words: list[Word]) -> None:
                 word.start = word.end - longest
 
 
+def _median_word_duration(words: list[Word]) -> float:
+    durations = np.array([word.end - word.start for word in words])
+    durations = durations[durations.nonzero()]
+    return min(float(np.median(durations)), 0.7) if len(durations) else 0.0
+
+
+def _shorten_first_word_after_pause(words: list[Word], last_speech: float) -> None:
+    """The first word after a pause (its end more than four median words after ``last_speech``, window time) that
+    lasts more than twice the median word takes in the pause before it: it starts that long before its end, and a
+    long second word gives the first part of its time to the first one (openai-whisper's rule)."""
+    median = _median_word_duration(words)
+    if not median or not words:
+        return
+    longest = 2 * median
+    first = words[0]
+    after_pause = first.end - last_speech > 4 * median
+    too_long = first.end - first.start > longest or (len(words) > 1 and words[1].end - first.start > 2 * longest)
+    if after_pause and too_long:
+        if len(words) > 1 and words[1].end - words[1].start > longest:
+            boundary = max(words[1].end / 2, words[1].end - longest)
+            first.end = words[1].start = boundary
+        first.start = max(0.0, first.end - longest)
+
+
 SPEECH_LEVEL = 0.25  # a frame is speech above this fraction of the way from the window's quietest frame to its loudest
 SPEECH_RANGE = 0.25  # log-mel units of 40 dB: a window whose frames span under 10 dB holds no speech to tell apart
 PAUSE_FRAMES = 15  # quiet frames (0.15 s) that separate two words; a stop consonant's closure is shorter
-STRAY_FRAMES = 10  # at most this much (0.1 s) of a neighbour's speech is taken to have crossed a shared boundary
+STRAY_FRAMES = 10  # at most this much (0.1 s) of a neighbour's speech is taken to have crossed a shared boundary...
+SENTENCE_PAUSE_FRAMES = 50  # ...or any length of it, when a pause of 0.5 s cuts it from the rest of the word
 
 
 def speech_levels(mel_window: np.ndarray) -> np.ndarray:
@@ -315,6 +338,23 @@ def snap_to_speech(words: list[Word], levels: np.ndarray) -> None:
         if len(frames):
             word.start = (first + int(frames[0])) / FRAMES_PER_SECOND
             word.end = (first + int(frames[-1]) + 1) / FRAMES_PER_SECOND
+    _take_unclaimed_speech(words, loud)
+
+
+def _take_unclaimed_speech(words: list[Word], loud: np.ndarray) -> None:
+    """Speech just before a word that no word covers, with no pause between it and the word, is the word's start:
+    after a long pause dynamic time warping can begin a word late, the word before it having taken the pause (and
+    been cut back to its own speech since)."""
+    for index, word in enumerate(words):
+        floor = round(words[index - 1].end * FRAMES_PER_SECOND) if index else 0
+        frame = min(round(word.start * FRAMES_PER_SECOND), len(loud))
+        while frame > floor:
+            gap = _loud_run(~loud, frame - 1, -1, floor - 1)  # quiet frames right before the word
+            speech = _loud_run(loud, frame - 1 - gap, -1, floor - 1)
+            if gap >= PAUSE_FRAMES or not speech:
+                break
+            frame -= gap + speech
+        word.start = min(word.start, frame / FRAMES_PER_SECOND)
 
 
 def _loud_run(loud: np.ndarray, start: int, step: int, stop: int) -> int:
@@ -329,7 +369,9 @@ def _loud_run(loud: np.ndarray, start: int, step: int, stop: int) -> int:
 def _move_stray_speech_across_boundaries(words: list[Word], loud: np.ndarray) -> None:
     """Where one word ends exactly where the next starts, a short burst of speech at the edge of one word, cut from
     the rest of it by a pause, is the other word's: dynamic time warping put the boundary a few frames into the
-    neighbour. Move the boundary to the pause's far side so that snapping finds each word's own speech."""
+    neighbour. So is speech of any length cut off by a pause of half a second (after a sentence the boundary can
+    land well into the next word). Move the boundary to the pause's far side so that snapping finds each word's own
+    speech."""
     quiet = ~loud
     for before, after in itertools.pairwise(words):
         boundary = round(before.end * FRAMES_PER_SECOND)
@@ -337,16 +379,21 @@ def _move_stray_speech_across_boundaries(words: list[Word], loud: np.ndarray) ->
             continue
         first, last = round(before.start * FRAMES_PER_SECOND), round(after.end * FRAMES_PER_SECOND)
         onset = _loud_run(loud, boundary - 1, -1, first - 1)  # the next word's start, late, at the end of this one
-        if 0 < onset <= STRAY_FRAMES:
+        if onset:
             pause = _loud_run(quiet, boundary - 1 - onset, -1, first - 1)
-            if pause >= PAUSE_FRAMES and boundary - onset - pause > first:
+            if _stray(onset, pause) and boundary - onset - pause > first:
                 before.end = after.start = (boundary - onset) / FRAMES_PER_SECOND
                 continue
         offset = _loud_run(loud, boundary, 1, last)  # this word's end, early, at the start of the next one
-        if 0 < offset <= STRAY_FRAMES:
+        if offset:
             pause = _loud_run(quiet, boundary + offset, 1, last)
-            if pause >= PAUSE_FRAMES and boundary + offset + pause < last:
+            if _stray(offset, pause) and boundary + offset + pause < last:
                 before.end = after.start = (boundary + offset) / FRAMES_PER_SECOND
+
+
+def _stray(burst: int, pause: int) -> bool:
+    """Whether ``burst`` loud frames beyond a ``pause`` of quiet ones belong to the word on the other side."""
+    return pause >= SENTENCE_PAUSE_FRAMES or (burst <= STRAY_FRAMES and pause >= PAUSE_FRAMES)
 
 
 def add_word_timestamps(
@@ -362,10 +409,13 @@ def add_word_timestamps(
     prepend_punctuations: str = PREPEND_PUNCTUATIONS,
     append_punctuations: str = APPEND_PUNCTUATIONS,
     frame_levels: np.ndarray | None = None,
+    last_speech: float | None = None,
 ) -> None:
     """Set ``segment.words`` for the ``segments`` of one window (each with ``text_tokens``), in place; the segment
     bounds are then moved to their first word's start and last word's end. With ``frame_levels`` (the loudness of
-    each mel frame of the window, ``speech_levels``) each word's bounds are moved in to the speech inside them."""
+    each mel frame of the window, ``speech_levels``) each word's bounds are moved in to the speech inside them.
+    ``last_speech``: where the speech before this window ended (seconds from the start of the audio); the first word
+    after a pause from there is kept from stretching back into it."""
     text_tokens = [token for segment in segments for token in segment.text_tokens]
     words = find_alignment(weights, logits, text_tokens, num_frames, decode, eot, language, median_filter_width)
     if not words:
@@ -374,6 +424,8 @@ def add_word_timestamps(
         return
     _shorten_long_words(words)
     merge_punctuation(words, prepend_punctuations, append_punctuations)
+    if last_speech is not None:
+        _shorten_first_word_after_pause(words, last_speech - time_offset)
     if frame_levels is not None:
         snap_to_speech(words, frame_levels[:num_frames])
 

@@ -11,10 +11,13 @@ Two ways through a long recording, both over the log-mel of the whole input (``f
   (average log-probability below ``logprob_threshold``) is decoded again at the next ``temperature``; a window the
   model finds silent (``<|nospeech|>`` probability above ``no_speech_threshold`` with unlikely tokens) is skipped.
   The text so far is the prompt of the next window (``condition_on_previous_text``), after ``initial_prompt``.
-- ``transcribe_chunked``: overlapping 30 s chunks decoded together as batches (no prompt, so they are independent)
-  and stitched: each chunk keeps the segments (with ``word_timestamps``, the words) whose middle falls after the end
-  of the text kept from the chunk before and before the middle of its overlap with the next one. Faster on hardware that runs a batch in about the time of one item; a little less accurate at
-  chunk edges.
+- ``transcribe_chunked``: the audio cut at pauses into chunks of at most 30 s (``pause_cuts``: the middle of the
+  last pause in the 20 s before each 30 s limit), each chunk decoded window after window as above, the windows of
+  every chunk decoded together as batches. The chunks do not overlap and a cut falls where nobody speaks, so every
+  word is decoded once, by one chunk; there is no previous text between chunks (``initial_prompt`` is given to
+  each). The words of every window are timed (kept in the result only with ``word_timestamps``): where a window's
+  text ends, and so where its chunk resumes, is where its last word ends, not where the model's last timestamp says
+  (which can run over a sentence it skipped). Faster where a batch runs in about the time of one item.
 
 The model is any backend's ``WhisperForConditionalGeneration``: this module calls only its ``generate`` (the tensor
 work of decoding), ``detect_language`` and, for ``word_timestamps``, ``alignment_attention`` (see ``timing.py``).
@@ -22,6 +25,7 @@ work of decoding), ``detect_language`` and, for ``word_timestamps``, ``alignment
 
 from __future__ import annotations
 
+import itertools
 import os
 import zlib
 from collections.abc import Callable, Sequence
@@ -31,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .features import CHUNK_LENGTH, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
+from .features import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
 from .special_tokens import special_tokens_for_vocab
 from .timing import (
     APPEND_PUNCTUATIONS,
@@ -54,6 +58,10 @@ SAMPLE_LENGTH = 224  # the most tokens decoded per window (half the decoder's co
 PROMPT_LENGTH = 223  # the most previous-text tokens in a prompt
 ALIGNMENT_BUCKET = 64  # the word-timing pass's token count is padded to a multiple of this
 UNHEARD_SPEECH_FRAMES = 100  # loud frames (1 s) after a window's last segment that a lone-timestamp ending can't skip
+CHUNK_FRAMES = 2400  # chunks of at most 24 s: their 30 s window leaves the model room to finish the last sentence
+CUT_SEARCH_FRAMES = 1400  # a chunk is cut in the last 14 s before its limit
+CUT_SMOOTHING_FRAMES = 20  # loudness averaged over 0.2 s when looking for the quietest place to cut
+CUT_PAUSE_FRAMES = 30  # a quiet stretch of 0.3 s is a pause between phrases: the last one before the limit is cut
 LAST_WORD_DECAY_FRAMES = 50  # frames after the last segment's end still counted as its sound
 Progress = Callable[[float, float], None]
 
@@ -395,8 +403,15 @@ class _WordTimer:
         self.snap = snap
 
     def __call__(
-        self, segments: list[Segment], window: np.ndarray, num_frames: int, time_offset: float, states: Any = None
+        self,
+        segments: list[Segment],
+        window: np.ndarray,
+        num_frames: int,
+        time_offset: float,
+        states: Any = None,
+        last_speech: float | None = None,
     ) -> None:
+        """Time the words of ``segments`` (one window); ``last_speech``: where the speech before the window ended."""
         text_tokens = [token for segment in segments for token in segment.text_tokens]
         if not text_tokens:
             for segment in segments:
@@ -415,7 +430,7 @@ class _WordTimer:
         add_word_timestamps(
             segments, weights[0][:, rows], logits[0][rows], num_frames, time_offset, self.decoder.tokenizer.decode,
             self.decoder.eot, self.decoder.options.language, self.median_filter_width, self.prepend, self.append,
-            speech_levels(window) if self.snap else None,
+            speech_levels(window) if self.snap else None, last_speech,
         )  # fmt: skip
 
 
@@ -457,6 +472,61 @@ def _prepare(
     return mel, content_frames, decoder
 
 
+@dataclass
+class _Span:
+    """A stretch [start, end) of mel frames decoded window after window; ``seek`` is where decoding has reached, and
+    ``last_speech`` (seconds) where the speech of its last segment ended."""
+
+    start: int
+    end: int
+    seek: int
+    last_speech: float
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def window_size(self) -> int:
+        return min(N_FRAMES, self.end - self.seek)
+
+
+def _decode_span_window(
+    decoder: _Decoder,
+    timer: _WordTimer | None,
+    span: _Span,
+    window: np.ndarray,
+    result: _Decoded,
+    states: Any,
+    resume_after_early_stop: bool,
+) -> list[Segment]:
+    """The segments of one decoded window of ``span`` (words timed when asked), and ``span`` moved on: past the
+    window when it is silent or its text ends on a lone timestamp, else to its last timestamp (its last word's end
+    with word timing)."""
+    seek, size = span.seek, span.window_size
+    if decoder.is_silent(result):
+        span.seek = seek + size
+        return []
+    time_offset = seek / FRAMES_PER_SECOND
+    pieces, seek_steps = _split_segments(result.tokens, decoder.timestamp_begin, time_offset, size / FRAMES_PER_SECOND)
+    window_end = time_offset + size / FRAMES_PER_SECOND
+    pieces = [(min(start, window_end), min(end, window_end), tokens) for start, end, tokens in pieces]
+    current = _make_segments(decoder, result, pieces, seek)
+    next_seek = seek + size if seek_steps is None else seek + seek_steps * INPUT_STRIDE
+    if timer is not None:
+        timer(current, window, size, time_offset, states, span.last_speech)
+        last_word_end = next((s.words[-1].end for s in reversed(current) if s.words), None)
+        if seek_steps is not None and last_word_end is not None and last_word_end > time_offset:
+            next_seek = round(last_word_end * FRAMES_PER_SECOND)
+    if seek_steps is None and current and resume_after_early_stop:
+        # The text ended on a lone timestamp, which skips the rest of the window; where speech remains after the
+        # last segment (the tiny models stop at long pauses), the next window starts at that segment's end.
+        end_frame = round((_last_end(current) - time_offset) * FRAMES_PER_SECOND)
+        if end_frame >= FRAMES_PER_SECOND and _speech_left_behind(window, size, end_frame):
+            next_seek = seek + end_frame
+    span.seek = max(next_seek, seek + 1)  # always move on
+    if current:
+        span.last_speech = _last_end(current)
+    return current
+
+
 def transcribe(
     model: Any,
     audio: str | os.PathLike[str] | np.ndarray,
@@ -487,9 +557,10 @@ def transcribe(
 ) -> TranscriptionResult:
     """Transcribe (or translate) ``audio`` of any length, window by window; see the module doc.
 
-    ``audio``: a file path or a 16 kHz mono float waveform. ``language``: detected from the first 30 s when left
-    out on a multilingual model. ``clip_timestamps``: only these ranges, ``"start,end,start,end..."`` seconds.
-    ``alignment_heads`` (or ``model_dir``, to read them from a CTranslate2 ``config.json``) for ``word_timestamps``.
+    ``audio``: a file path or a 16 kHz mono float waveform. ``language``: a name, code or token ("English", "en",
+    "<|en|>"), detected from the first 30 s when left out on a multilingual model. ``clip_timestamps``: only these
+    ranges, ``"start,end,start,end..."`` seconds. ``alignment_heads`` (or ``model_dir``, to read them from a
+    CTranslate2 ``config.json``) for ``word_timestamps``.
     ``snap_words_to_speech``: move word bounds in to the loud frames inside them (``timing.snap_to_speech``).
     ``resume_after_early_stop``: when a window's text ends on a lone timestamp but a second or more of speech follows
     its last segment, start the next window at that segment's end instead of skipping the rest of the window
@@ -511,57 +582,29 @@ def transcribe(
         for start, end in parse_clip_timestamps(clip_timestamps, duration)
     ]
 
-    all_tokens: list[int] = []
-    if initial_prompt:
-        all_tokens = tokenizer.encode(" " + initial_prompt.strip(), add_special_tokens=False)
+    all_tokens = _initial_prompt_tokens(tokenizer, initial_prompt)
     prompt_reset_since = 0
     segments: list[Segment] = []
-    clip_index = 0
-    seek = clips[0][0] if clips else 0
-    while clip_index < len(clips):
-        clip_start, clip_end = clips[clip_index]
-        seek = max(seek, clip_start)
-        if seek >= clip_end:
-            clip_index += 1
-            if clip_index < len(clips):
-                seek = clips[clip_index][0]
-            continue
-        time_offset = seek / FRAMES_PER_SECOND
-        size = min(N_FRAMES, content_frames - seek, clip_end - seek)
-        window = _window(mel, seek, size)
-        prompt = all_tokens[prompt_reset_since:][-PROMPT_LENGTH:]
-        result = decoder.decode(window[None], prompt, seed + seek)[0]
-        if decoder.is_silent(result):
-            seek += size
-            _report(progress, seek, content_frames)
-            continue
-
-        pieces, seek_steps = _split_segments(
-            result.tokens, decoder.timestamp_begin, time_offset, size / FRAMES_PER_SECOND
-        )
-        current = _make_segments(decoder, result, pieces, seek)
-        next_seek = seek + size if seek_steps is None else seek + seek_steps * INPUT_STRIDE
-        if timer is not None:
-            timer(current, window, size, time_offset, decoder.states_of(0))
-            last_word_end = next((s.words[-1].end for s in reversed(current) if s.words), None)
-            if seek_steps is not None and last_word_end is not None and last_word_end > time_offset:
-                next_seek = round(last_word_end * FRAMES_PER_SECOND)
-        if seek_steps is None and current and resume_after_early_stop:
-            # The text ended on a lone timestamp, which skips the rest of the window; where speech remains after
-            # the last segment (the tiny models stop at long pauses), the next window starts at that segment's end.
-            end_frame = round((_last_end(current) - time_offset) * FRAMES_PER_SECOND)
-            if end_frame >= FRAMES_PER_SECOND and _speech_left_behind(window, size, end_frame):
-                next_seek = seek + end_frame
-        seek = max(next_seek, seek + 1)  # always move on
-
-        for segment in current:
-            segment.id = len(segments)
-            segments.append(segment)
-            all_tokens.extend(segment.tokens)
-        if not condition_on_previous_text or result.temperature > prompt_reset_on_temperature:
-            prompt_reset_since = len(all_tokens)
-        _report(progress, min(seek, content_frames), content_frames)
-
+    seek, last_speech = 0, 0.0
+    for clip_start, clip_end in clips:
+        span = _Span(clip_start, clip_end, max(seek, clip_start), last_speech)
+        while span.seek < span.end:
+            window = _window(mel, span.seek, span.window_size)
+            prompt = all_tokens[prompt_reset_since:][-PROMPT_LENGTH:]
+            result = decoder.decode(window[None], prompt, seed + span.seek)[0]
+            current = _decode_span_window(
+                decoder, timer, span, window, result, decoder.states_of(0), resume_after_early_stop
+            )
+            for segment in current:
+                segment.id = len(segments)
+                segments.append(segment)
+                all_tokens.extend(segment.tokens)
+            if not condition_on_previous_text or result.temperature > prompt_reset_on_temperature:
+                prompt_reset_since = len(all_tokens)
+            _report(progress, min(span.seek, content_frames), content_frames)
+        seek, last_speech = span.seek, span.last_speech
+    _report(progress, content_frames, content_frames)
+    _order_without_overlap(segments)
     return TranscriptionResult(
         text="".join(segment.text for segment in segments),
         segments=segments,
@@ -570,9 +613,64 @@ def transcribe(
     )
 
 
+def _initial_prompt_tokens(tokenizer: Any, initial_prompt: str | None) -> list[int]:
+    if not initial_prompt:
+        return []
+    return list(tokenizer.encode(" " + initial_prompt.strip(), add_special_tokens=False))
+
+
+def _order_without_overlap(segments: list[Segment]) -> None:
+    """Each segment (and its first word) starts no earlier than the one before ends, in place: where a window's last
+    timestamp ran past the next window's first one, the earlier segment is cut back."""
+    for before, after in itertools.pairwise(segments):
+        if after.start < before.start:
+            after.start = before.start
+        if before.end > after.start:
+            before.end = max(before.start, after.start)
+            if before.words:
+                before.words[-1].end = max(before.words[-1].start, min(before.words[-1].end, after.start))
+        after.end = max(after.end, after.start)
+
+
 def _report(progress: Progress | None, frames: int, total: int) -> None:
     if progress is not None:
         progress(frames / FRAMES_PER_SECOND, total / FRAMES_PER_SECOND)
+
+
+def pause_cuts(mel: np.ndarray, content_frames: int, limit: int = CHUNK_FRAMES) -> list[tuple[int, int]]:
+    """[start, end) mel frames of chunks of at most ``limit`` frames covering the audio, each cut in the middle of
+    the last pause (``CUT_PAUSE_FRAMES`` quiet) of the last ``CUT_SEARCH_FRAMES`` before its limit, else of its
+    longest quiet stretch, else at its quietest 0.2 s."""
+    levels = np.convolve(
+        speech_levels(mel[:, :content_frames]), np.ones(CUT_SMOOTHING_FRAMES) / CUT_SMOOTHING_FRAMES, mode="same"
+    )
+    floor, peak = (float(levels.min()), float(levels.max())) if len(levels) else (0.0, 0.0)
+    quiet = levels <= floor + SPEECH_LEVEL * (peak - floor)
+    cuts, start = [], 0
+    while content_frames - start > limit:
+        low = start + limit - min(CUT_SEARCH_FRAMES, limit // 2)
+        cut = _pause_middle(quiet[low : start + limit]) if peak - floor >= SPEECH_RANGE else None
+        cut = low + (cut if cut is not None else int(np.argmin(levels[low : start + limit])))
+        cuts.append((start, cut))
+        start = cut
+    cuts.append((start, content_frames))
+    return cuts
+
+
+def _pause_middle(quiet: np.ndarray) -> int | None:
+    """The middle of the last run of at least ``CUT_PAUSE_FRAMES`` True in ``quiet``, else of the longest run (the
+    later one of equal runs), or None without any."""
+    runs, index = [], 0  # (start, length) of each quiet run
+    for is_quiet, run in itertools.groupby(quiet):
+        length = len(list(run))
+        if is_quiet:
+            runs.append((index, length))
+        index += length
+    if not runs:
+        return None
+    pauses = [run for run in runs if run[1] >= CUT_PAUSE_FRAMES]
+    start, length = pauses[-1] if pauses else max(reversed(runs), key=lambda run: run[1])
+    return start + length // 2
 
 
 def transcribe_chunked(
@@ -581,13 +679,13 @@ def transcribe_chunked(
     tokenizer: Any,
     *,
     batch_size: int = 8,
-    overlap: float = 5.0,
     language: str | None = None,
     task: str = "transcribe",
     temperature: float | Sequence[float] = DEFAULT_TEMPERATURES,
     compression_ratio_threshold: float | None = 2.4,
     logprob_threshold: float | None = -1.0,
     no_speech_threshold: float | None = 0.6,
+    initial_prompt: str | None = None,
     word_timestamps: bool = False,
     num_beams: int = 1,
     length_penalty: float | None = None,
@@ -597,13 +695,13 @@ def transcribe_chunked(
     prepend_punctuations: str = PREPEND_PUNCTUATIONS,
     append_punctuations: str = APPEND_PUNCTUATIONS,
     snap_words_to_speech: bool = True,
+    resume_after_early_stop: bool = True,
     seed: int = 0,
     progress: Progress | None = None,
 ) -> TranscriptionResult:
-    """Transcribe ``audio`` as overlapping 30 s chunks decoded ``batch_size`` at a time and stitched; see the module
-    doc. The arguments are ``transcribe``'s, less the prompt (chunks are decoded independently)."""
-    if not 0 <= overlap < CHUNK_LENGTH / 2:
-        raise InputError(f"overlap must be in [0, {CHUNK_LENGTH / 2}) seconds, got {overlap}")
+    """Transcribe ``audio`` cut at pauses into chunks (``pause_cuts``), the windows of the chunks decoded
+    ``batch_size`` at a time; see the module doc. The arguments are ``transcribe``'s, less the previous text: each
+    window's prompt is ``initial_prompt`` alone."""
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     mel, content_frames, decoder = _prepare(
@@ -611,43 +709,35 @@ def transcribe_chunked(
         compression_ratio_threshold=compression_ratio_threshold, logprob_threshold=logprob_threshold,
         no_speech_threshold=no_speech_threshold, num_beams=num_beams, length_penalty=length_penalty, seed=seed,
     )  # fmt: skip
+    # Every window's words are timed where the model can (every backend's can), for where its chunk resumes.
     timer = _word_timer(
-        model, decoder, word_timestamps, alignment_heads, model_dir, median_filter_width,
+        model, decoder, word_timestamps or hasattr(model, "alignment_attention"), alignment_heads, model_dir,
+        median_filter_width,
         (prepend_punctuations, append_punctuations), snap_words_to_speech,
     )  # fmt: skip
-    stride = N_FRAMES - round(overlap * FRAMES_PER_SECOND)
-    starts = list(range(0, max(content_frames - round(overlap * FRAMES_PER_SECOND), 1), stride))
-    half_overlap = (N_FRAMES - stride) / 2 / FRAMES_PER_SECOND
-
-    segments: list[Segment] = []
-    stitched_until = 0.0
-    for first in range(0, len(starts), batch_size):
-        batch = starts[first : first + batch_size]
-        sizes = [min(N_FRAMES, content_frames - seek) for seek in batch]
-        windows = np.stack([_window(mel, seek, size) for seek, size in zip(batch, sizes)])
-        results = decoder.decode(windows, [], seed + first)
-        for position, (seek, size, result) in enumerate(zip(batch, sizes, results)):
-            if decoder.is_silent(result):
-                continue
-            offset = seek / FRAMES_PER_SECOND
-            pieces, _ = _split_segments(result.tokens, decoder.timestamp_begin, offset, size / FRAMES_PER_SECOND)
-            chunk = first + position
-            owned_from = stitched_until  # where the previous chunk's text ends, even where it stopped early
-            owned_to = np.inf if chunk == len(starts) - 1 else offset + size / FRAMES_PER_SECOND - half_overlap
-            if timer is None:
-                kept = [p for p in pieces if owned_from <= (p[0] + p[1]) / 2 < owned_to]
-                current = _make_segments(decoder, result, kept, seek)
-            else:  # time the words of the whole chunk, then keep the words it owns: no word twice, none lost
-                current = _make_segments(decoder, result, pieces, seek)
-                if current:
-                    timer(current, windows[position], size, offset, decoder.states_of(position))
-                current = _keep_owned_words(current, owned_from, owned_to)
-            if current:
-                stitched_until = current[-1].end
-            for segment in current:
-                segment.id = len(segments)
-                segments.append(segment)
-        _report(progress, min(batch[-1] + sizes[-1], content_frames), content_frames)
+    prompt = _initial_prompt_tokens(tokenizer, initial_prompt)[-PROMPT_LENGTH:]
+    spans = [_Span(start, end, start, start / FRAMES_PER_SECOND) for start, end in pause_cuts(mel, content_frames)]
+    active = [span for span in spans if span.seek < span.end]
+    while active:
+        for first in range(0, len(active), batch_size):
+            batch = active[first : first + batch_size]
+            windows = np.stack([_window(mel, span.seek, span.window_size) for span in batch])
+            results = decoder.decode(windows, prompt, seed + batch[0].seek)
+            for position, (span, result) in enumerate(zip(batch, results)):
+                span.segments += _decode_span_window(
+                    decoder, timer, span, windows[position], result, decoder.states_of(position),
+                    resume_after_early_stop,
+                )  # fmt: skip
+            done = sum(min(span.seek, span.end) - span.start for span in spans)
+            _report(progress, done, content_frames)
+        active = [span for span in spans if span.seek < span.end]
+    segments = [segment for span in spans for segment in span.segments]
+    for index, segment in enumerate(segments):
+        segment.id = index
+    _order_without_overlap(segments)
+    if not word_timestamps:
+        for segment in segments:
+            segment.words = None
     return TranscriptionResult(
         text="".join(segment.text for segment in segments),
         segments=segments,
