@@ -22,9 +22,9 @@ from whisper_multi.configuration import WhisperGenerationConfig
 from whisper_multi.decoding import NumpyOps
 from whisper_multi.decoding.options import resolve_request
 from whisper_multi.decoding.search import finish, run_search
-from whisper_multi.errors import InputError
+from whisper_multi.errors import InputError, TokenizerError
 from whisper_multi.features import WhisperFeatureExtractor
-from whisper_multi.special_tokens import special_tokens_for_vocab
+from whisper_multi.special_tokens import resolve_language_and_task, special_tokens_for_vocab
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 GENERATION_DIR = Path(__file__).parent / "fixtures" / "generation"
@@ -222,9 +222,9 @@ def test_a_prefill_projects_only_the_positions_kept(tiny_en: tuple[str, Any], fe
 
 def test_english_only_model_refuses_other_languages(tiny_en: tuple[str, Any], features: dict[str, np.ndarray]) -> None:
     _, model = tiny_en
-    with pytest.raises(InputError, match="English-only"):
+    with pytest.raises(TokenizerError, match="English-only"):
         model.generate(features["speech_en_short"], language="fr")
-    with pytest.raises(InputError, match="English-only"):
+    with pytest.raises(TokenizerError, match="English-only"):
         model.generate(features["speech_en_short"], task="translate")
     english = model.generate(features["speech_en_short"], language="english", max_new_tokens=3)
     assert _tokens(english)[0] == TRANSFORMERS["speech_en_short/greedy"]["tokens"][:3]
@@ -435,3 +435,26 @@ def test_beam_search_follows_openai_whisper_on_a_toy_decoder(seed: int) -> None:
     # openai-whisper closes a sequence cut at the length limit with <|endoftext|>; Transformers (and we) do not.
     cut_at_limit = len(expected) == plan.max_length + 1
     assert result.sequences[0].tolist() == (expected[:-1] if cut_at_limit else expected)
+
+
+@pytest.mark.parametrize("name", ["english", "English", "en", "<|en|>", " EN "])
+def test_one_language_rule_takes_names_codes_and_tokens(name: str) -> None:
+    multilingual, english_only = special_tokens_for_vocab(51865), special_tokens_for_vocab(51864)
+    assert resolve_language_and_task(name, None, multilingual) == ("en", "transcribe")
+    assert resolve_language_and_task(name, "<|translate|>", multilingual) == ("en", "translate")
+    assert resolve_language_and_task(name, None, english_only) == ("en", "transcribe")
+
+
+def test_one_language_rule_refuses_what_the_model_cannot_do() -> None:
+    multilingual, english_only = special_tokens_for_vocab(51865), special_tokens_for_vocab(51864)
+    with pytest.raises(TokenizerError, match=r"unknown language 'klingon'"):
+        resolve_language_and_task("klingon", None, english_only)
+    with pytest.raises(TokenizerError, match=r"language 'French' needs a multilingual model.*English-only"):
+        resolve_language_and_task("French", None, english_only)
+    with pytest.raises(TokenizerError, match=r"task 'translate' needs a multilingual model"):
+        resolve_language_and_task(None, "translate", english_only)
+    with pytest.raises(TokenizerError, match=r"language 'yue' \(yue\) has no token in this vocabulary of 51865"):
+        resolve_language_and_task("yue", None, multilingual)
+    assert resolve_language_and_task("cantonese", None, special_tokens_for_vocab(51866)) == ("yue", "transcribe")
+    with pytest.raises(TokenizerError, match="English-only"):  # a multilingual vocabulary decoding as English-only
+        resolve_language_and_task("de", None, multilingual, multilingual=False)

@@ -174,3 +174,31 @@ def normalize_task(task: str) -> str:
     if key not in TASKS:
         raise TokenizerError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     return key
+
+
+def resolve_language_and_task(
+    language: str | None, task: str | None, special: SpecialTokens, multilingual: bool | None = None
+) -> tuple[str | None, str]:
+    """(language code or None, task) that a request asks of a model with ``special`` tokens: one rule for
+    ``generate``, ``transcribe`` and the command line. Languages by name, code or token alike ("English", "en",
+    "<|en|>"). An English-only model (``multilingual`` False; by default, its vocabulary says) transcribes English:
+    another language, or translation, is an error."""
+    code = None if language is None else normalize_language(language)
+    name = "transcribe" if task is None else normalize_task(task)
+    if not (special.is_multilingual if multilingual is None else multilingual):
+        if code not in (None, "en"):
+            raise TokenizerError(
+                f"language {language!r} needs a multilingual model; this one (vocabulary of {special.vocab_size} "
+                "tokens) is English-only: leave the language out, or use a multilingual checkpoint"
+            )
+        if name != "transcribe":
+            raise TokenizerError(
+                f"task {task!r} needs a multilingual model; this one (vocabulary of {special.vocab_size} tokens) is "
+                "English-only and can only transcribe English"
+            )
+    elif code is not None and code not in special.languages:
+        raise TokenizerError(
+            f"language {language!r} ({code}) has no token in this vocabulary of {special.vocab_size} tokens; "
+            f"it knows {len(special.languages)} languages (Cantonese, 'yue', needs large-v3)"
+        )
+    return code, name

@@ -36,7 +36,7 @@ import numpy as np
 
 from .errors import InputError
 from .features import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
-from .special_tokens import special_tokens_for_vocab
+from .special_tokens import resolve_language_and_task, special_tokens_for_vocab
 from .timing import (
     APPEND_PUNCTUATIONS,
     MEDIAN_FILTER_WIDTH,
@@ -461,10 +461,13 @@ def _detect_language(model: Any, mel: np.ndarray, decoder: _Decoder) -> str:
 def _prepare(
     model: Any, tokenizer: Any, audio: Any, language: str | None, task: str, temperature: Any, **thresholds: Any
 ) -> tuple[np.ndarray, int, _Decoder]:
+    # The request is checked before the audio is read: the one language rule of generate and the command line.
+    language, task = resolve_language_and_task(language, task, special_tokens_for_vocab(model.config.vocab_size))
+    temperatures = _temperatures(temperature)
     waveform = _load(audio)
     mel = log_mel_spectrogram(waveform, model.config.num_mel_bins, padding=N_SAMPLES)
     content_frames = mel.shape[1] - N_FRAMES
-    options = _Options(language=language, task=task, temperatures=_temperatures(temperature), **thresholds)
+    options = _Options(language=language, task=task, temperatures=temperatures, **thresholds)
     decoder = _Decoder(model, tokenizer, options)
     if language is None:
         detected = _detect_language(model, mel, decoder)

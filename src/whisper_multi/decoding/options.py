@@ -18,7 +18,7 @@ import numpy as np
 
 from ..configuration import WhisperGenerationConfig
 from ..errors import InputError
-from ..special_tokens import SpecialTokens, normalize_language, normalize_task, special_tokens_for_vocab
+from ..special_tokens import SpecialTokens, normalize_language, resolve_language_and_task, special_tokens_for_vocab
 from .rules import LogitRules
 
 
@@ -218,11 +218,8 @@ def resolve_request(
         timestamps = False
 
     languages = _resolve_languages(language, batch_size, multilingual, special, config)
-    task_token = None
-    if multilingual:
-        task_token = special.task_to_id[normalize_task(task or "transcribe")]
-    elif task is not None and normalize_task(task) != "transcribe":
-        raise InputError(f"task {task!r} needs a multilingual model; this one is English-only")
+    _, task_name = resolve_language_and_task(None, task, special, multilingual)
+    task_token = special.task_to_id[task_name] if multilingual else None
 
     prompt: tuple[int, ...] = ()
     if prompt_ids is not None:
@@ -280,10 +277,9 @@ def _resolve_languages(
     items: list[Any] = list(language) if isinstance(language, (list, tuple)) else [language] * batch_size
     if len(items) != batch_size:
         raise InputError(f"language has {len(items)} entries for a batch of {batch_size}; pass one or one per item")
+    for item in items:
+        resolve_language_and_task(item, None, special, multilingual)
     if not multilingual:
-        for item in items:
-            if item is not None and normalize_language(item) != "en":
-                raise InputError(f"language {item!r} needs a multilingual model; this one is English-only")
         return tuple(0 for _ in items)  # unused: an English-only prefix has no language token
     return tuple(None if item is None else _language_token(item, special, config) for item in items)
 
