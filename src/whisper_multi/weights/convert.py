@@ -360,6 +360,12 @@ def _copy_tokenizer_files(source: Path | None, destination: Path) -> None:
             shutil.copyfile(source / name, destination / name)
     if not any((destination / name).is_file() for name in ("tokenizer.json", "vocab.json")):
         return
+    try:  # a tokenizer that lacks Whisper's first merge is written repaired, so loading it never warns again
+        from ..tokenization_common import repair_first_merge_in_files
+
+        repair_first_merge_in_files(destination)
+    except WhisperMultiError:
+        pass  # a tokenizer we cannot read is copied as it is
     if all((destination / name).is_file() for name in TOKENIZER_FILES[:6]):
         return
     try:
@@ -516,6 +522,7 @@ def convert(
     checkpoint = read_checkpoint(source, package=package)
     with _staging(destination) as tmp:
         label = f"{checkpoint.format} -> {to}"
-        with _Progress(tmp, _expected_bytes(checkpoint, to, dtype), label, enabled=not quiet):
+        # A bar only on a terminal: in a log its redrawn lines pile up.
+        with _Progress(tmp, _expected_bytes(checkpoint, to, dtype), label, enabled=not quiet and sys.stderr.isatty()):
             write_checkpoint(checkpoint, tmp, to, dtype, max_shard_size)
     return destination

