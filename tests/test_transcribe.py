@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import itertools
 import json
-import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -385,8 +384,7 @@ def test_cli_writes_parseable_outputs_and_reports_bad_files(tmp_path, capsys) ->
     assert code == 1
     errors = [line for line in captured.err.splitlines() if "error" in line]
     assert len(errors) == 1 and str(broken) in errors[0], captured.err
-    bar = re.findall(r"talk\.wav: \[#{30}\]\s+(\d+\.\d)/(\d+\.\d) s", captured.err.replace("\r", "\n"))
-    assert bar and bar[-1][0] == bar[-1][1] and float(bar[-1][1]) >= 119.0, captured.err
+    assert f"{two_minutes}: wrote talk.srt, talk.vtt, talk.json to {out}" in captured.err  # no bar: not a terminal
     assert sorted(p.name for p in out.iterdir()) == ["talk.json", "talk.srt", "talk.vtt"]
 
     data = json.loads((out / "talk.json").read_text())

@@ -31,12 +31,11 @@ import dataclasses
 import functools
 import importlib.util
 import os
-import tempfile
 import time
 import traceback
 import wave
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from .configuration import WhisperConfig
-from .errors import CheckpointError, InputError
+from .errors import InputError
 
 FRAMEWORKS = ("pt", "tf", "flax")
 FRAMEWORK_NAMES = {"pt": "PyTorch", "tf": "TensorFlow", "flax": "Flax"}
@@ -641,8 +640,11 @@ class _Run:
         tolerances: Tolerances,
         groups: Iterable[str],
         reference64: Float64Reference | None = None,
+        on_row: Callable[[Row], None] | None = None,
+        on_stage: Callable[[str], None] | None = None,
     ):
         self.subject, self.inputs, self.tolerances = subject, inputs, tolerances
+        self.on_row, self.on_stage = on_row, on_stage
         self.groups = [group for group in STAGE_GROUPS if group in set(groups)]
         self.reference64 = reference64 if reference64 is not None else Float64Reference()
         self.rows: list[Row] = []
@@ -660,8 +662,13 @@ class _Run:
             None if measured is None else measured[0], None if measured is None else measured[1],
             tolerance, extra.pop("status", ""), target=self._target(stage), **extra,
         )  # fmt: skip
-        self.rows.append(judged(row))
+        self.add(judged(row))
         return row
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        if self.on_row is not None:
+            self.on_row(row)
 
     def _target(self, stage: str) -> float | None:
         tolerance = self.tolerances.for_stage(stage)
@@ -708,6 +715,8 @@ class _Run:
     def run(self, timings: dict[str, float] | None = None) -> list[Row]:
         for group in self.groups:
             started = time.perf_counter()
+            if self.on_stage is not None:
+                self.on_stage(group)
             getattr(self, f"_{group}")()
             if timings is not None:
                 timings[group] = timings.get(group, 0.0) + time.perf_counter() - started
@@ -962,7 +971,7 @@ class _Run:
             if blocked:
                 self.unavailable("gradients", f"{a}-{b}", *blocked)
             else:
-                self.rows.append(judged(self._gradient_row(f"{a}-{b}", found[a], found[b])))
+                self.add(judged(self._gradient_row(f"{a}-{b}", found[a], found[b])))
 
     def _gradient_row(self, pair: str, first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> Row:
         """The worst relative difference over the parameters: max abs / the largest magnitude of the first."""
@@ -1109,11 +1118,14 @@ def compare(
     groups: Iterable[str] = STAGE_GROUPS,
     timings: dict[str, float] | None = None,
     reference64: Float64Reference | None = None,
+    on_row: Callable[[Row], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> list[Row]:
     """Every selected stage of ``subject``, one row per framework pair (or per framework); the seconds each stage
     group took are added to ``timings``. The ``float64`` group fills ``reference64``; without that group, the
-    float32 errors already in it (those of the same weights) give the derived pair bounds."""
-    return _Run(subject, inputs, tolerances, groups, reference64).run(timings)
+    float32 errors already in it (those of the same weights) give the derived pair bounds. ``on_row`` is called
+    with each row as it is measured, ``on_stage`` with each stage group's name before it runs."""
+    return _Run(subject, inputs, tolerances, groups, reference64, on_row, on_stage).run(timings)
 
 
 # --- inputs from audio -----------------------------------------------------------------------------------------------
@@ -1217,35 +1229,19 @@ def exit_code(rows: Sequence[Row]) -> int:
     return 0 if any(row.passed for row in rows) else 4
 
 
-def _model_directory(model: str | None, stack: ExitStack) -> tuple[Path, str]:
-    """A checkpoint directory every ``from_pretrained`` reads, and its label; embedded models by package name."""
-    from .weights.packages import DEFAULT_MODEL, EMBEDDED_MODELS, assemble_split_model, embedded_model_files
-
-    name = model or DEFAULT_MODEL
-    if name in EMBEDDED_MODELS and not Path(name).exists():
-        files = embedded_model_files(name)
-        if len(files) == 1:
-            return files[0].parent, f"{name} ({EMBEDDED_MODELS[name].preset}, embedded)"
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="whisper-multi-check-")))
-        return assemble_split_model(scratch / "model", name), f"{name} ({EMBEDDED_MODELS[name].preset}, embedded)"
-    path = Path(name)
-    if not path.exists():
-        raise CheckpointError(
-            f"no checkpoint at {path}: expected a checkpoint directory or one of {', '.join(EMBEDDED_MODELS)}"
-        )
-    return path, str(path)
-
-
 def run_check(
     model: str | None = None,
     backends: Sequence[str] = FRAMEWORKS,
     audio: str | os.PathLike[str] | None = None,
     tolerance: float | None = None,
     groups: Iterable[str] = CHECK_GROUPS,
+    on_row: Callable[[Row], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> CheckReport:
     """The real-weight part of the conformance matrix on one checkpoint: every backend loads it with its own
     ``from_pretrained``; each stage is compared across the backends on the same clip."""
     from .weights.convert import read_checkpoint
+    from .weights.packages import model_directory
 
     unknown = [name for name in backends if name not in FRAMEWORKS]
     if unknown:
@@ -1257,8 +1253,7 @@ def run_check(
             REAL_TOLERANCES, absolute=tolerance, relative=0.0,
             hidden_states=max(tolerance, REAL_TOLERANCES.hidden_states),
         )  # fmt: skip
-    with ExitStack() as stack:
-        directory, label = _model_directory(model, stack)
+    with model_directory(model) as (directory, label):
         checkpoint = read_checkpoint(directory)
         tensors = {name: np.asarray(array, dtype=np.float32) for name, array in checkpoint.tensors.items()}
         subject = build_subject(
@@ -1266,7 +1261,7 @@ def run_check(
         )
         clip = read_audio(audio) if audio is not None else read_wav(DEFAULT_AUDIO)
         inputs = audio_inputs(clip, checkpoint.config, subject)
-        rows = compare(subject, inputs, tolerances, groups)
+        rows = compare(subject, inputs, tolerances, groups, on_row=on_row, on_stage=on_stage)
     return CheckReport(label, list(backends), rows, dict(subject.skipped), time.perf_counter() - started)
 
 
@@ -1290,24 +1285,43 @@ def format_tolerance(row: Row) -> str:
     return text + (f" (target {row.target:g})" if row.target is not None else "")
 
 
-def markdown_table(rows: Sequence[Row], with_config: bool = True, with_source: bool = True) -> str:
-    """``| config | source | stage | pair | max abs | mean abs | tolerance | result | note |``."""
+TOLERANCE_LEGEND = (
+    "tolerance column: 'exact' must be identical; a number is the largest max abs difference allowed; 'derived' "
+    "bounds a float32 pair by the sum of its two backends' float32 errors (their float32_error rows, each measured "
+    f"against the same backend's float64 run) plus {DERIVED_MARGIN:g}; 'per state' / 'per layer' judges each hidden "
+    "state or layer against its own bound and shows the largest; on real weights a fixed bound is 1e-4 plus 1e-5 "
+    "of the output's largest magnitude (hidden states: plus 2e-5 of the largest magnitude the stream has reached); "
+    "'rel' is relative to the largest gradient; '(target 1e-05)' is the bound aimed for."
+)
+
+
+def markdown_header(with_config: bool = True, with_source: bool = True) -> str:
+    """The header and rule lines of ``markdown_table``."""
     header = (["config"] if with_config else []) + (["source"] if with_source else [])
     header += ["stage", "pair", "max abs", "mean abs", "tolerance", "result", "note"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "| " + " | ".join(header) + " |\n|" + "|".join("---" for _ in header) + "|"
+
+
+def markdown_row(row: Row, with_config: bool = True, with_source: bool = True) -> str:
+    """One line of ``markdown_table``."""
     suffix = {"relative": " (rel)", "tokens": " (ids)"}
-    for row in rows:
-        cells = ([row.config] if with_config else []) + ([row.source] if with_source else [])
-        cells += [
-            row.stage + suffix.get(row.measure, ""),
-            row.pair,
-            format_value(row.max_abs, row.measure),
-            format_value(row.mean_abs, row.measure),
-            format_tolerance(row),
-            "PASS" if row.passed else row.status.upper(),
-            row.note.replace("|", "/"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+    cells = ([row.config] if with_config else []) + ([row.source] if with_source else [])
+    cells += [
+        row.stage + suffix.get(row.measure, ""),
+        row.pair,
+        format_value(row.max_abs, row.measure),
+        format_value(row.mean_abs, row.measure),
+        format_tolerance(row),
+        "PASS" if row.passed else row.status.upper(),
+        row.note.replace("|", "/"),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown_table(rows: Sequence[Row], with_config: bool = True, with_source: bool = True) -> str:
+    """``| config | source | stage | pair | max abs | mean abs | tolerance | result | note |``."""
+    lines = [markdown_header(with_config, with_source)]
+    lines += [markdown_row(row, with_config, with_source) for row in rows]
     return "\n".join(lines)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from .errors import WhisperMultiError
@@ -40,9 +42,9 @@ def _convert_command(args: argparse.Namespace) -> int:
     from .weights.convert import convert
 
     if args.from_package is None and args.source is None:
-        raise SystemExit("whisper-multi convert: error: give SRC and DST, or --from-package NAME and DST")
+        args.parser.error("give SRC and DST, or --from-package NAME and DST")
     if args.from_package is not None and args.source is not None:
-        raise SystemExit("whisper-multi convert: error: give either SRC or --from-package, not both")
+        args.parser.error("give either SRC or --from-package, not both")
     written = convert(
         args.source,
         args.destination,
@@ -85,26 +87,83 @@ def _add_convert_parser(commands: argparse._SubParsersAction) -> None:
         "--from-package", choices=list(EMBEDDED_MODELS), help="convert a model shipped as a Python package (no SRC)"
     )
     convert.add_argument("--max-shard-size", default="5GB", help="split weight files above this size (default: 5GB)")
-    convert.set_defaults(handler=_convert_command)
+    convert.set_defaults(handler=_convert_command, parser=convert)
+
+
+def _names(parser: argparse.ArgumentParser, option: str, text: str, allowed: Sequence[str]) -> list[str]:
+    """The comma-separated names of ``option``; an unknown or missing one is an argument error (exit 2)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in allowed]
+    if unknown or not names:
+        parser.error(f"{option} {text!r}: {'unknown ' + ', '.join(unknown) if unknown else 'no name'}; expected "
+                     f"some of {', '.join(allowed)}")  # fmt: skip
+    return names
 
 
 def _check_command(args: argparse.Namespace) -> int:
-    """Load a checkpoint in every backend, compare each stage on a speech clip, print the table."""
-    from .check import FRAMEWORK_NAMES, markdown_table, run_check, summary_line
+    """Load a checkpoint in every backend, compare each stage on a speech clip, print each row as it is measured."""
+    from .check import (
+        CHECK_GROUPS,
+        FRAMEWORK_NAMES,
+        FRAMEWORKS,
+        TOLERANCE_LEGEND,
+        markdown_header,
+        markdown_row,
+        run_check,
+        summary_line,
+    )  # fmt: skip
 
-    backends = [name.strip() for name in args.backends.split(",") if name.strip()]
-    groups = [name.strip() for name in args.stages.split(",")] if args.stages else None
-    report = run_check(args.model, backends, args.audio, args.tolerance, **({"groups": groups} if groups else {}))
-    print(f"whisper-multi check: {report.model}, backends {', '.join(backends)}\n")
-    print(markdown_table(report.rows, with_config=False, with_source=False))
-    print(f"\n{summary_line(report.rows)} in {report.wall_s:.0f} s")
+    backends = _names(args.parser, "--backends", args.backends, FRAMEWORKS)
+    groups = _names(args.parser, "--stages", args.stages, CHECK_GROUPS) if args.stages else list(CHECK_GROUPS)
+    if len(backends) < 2:
+        print(f"whisper-multi check: only {', '.join(backends)} asked for: nothing to compare across backends; "
+              "name two or more with --backends (exit 4)", file=sys.stderr)  # fmt: skip
+        return 4
+    from .weights.packages import describe_model
+
+    print(
+        f"whisper-multi check: {describe_model(args.model)}, backends {', '.join(backends)}, stages {', '.join(groups)}\n",
+        flush=True,
+    )
+    print(markdown_header(with_config=False, with_source=False), flush=True)
+    status = _StatusLine(enabled=sys.stderr.isatty())
+
+    def show(row: Any) -> None:
+        status.clear()
+        print(markdown_row(row, with_config=False, with_source=False), flush=True)
+
+    report = run_check(args.model, backends, args.audio, args.tolerance, groups, on_row=show, on_stage=status.show)
+    status.clear()
+    print(f"\n{summary_line(report.rows)} in {report.wall_s:.0f} s\n\n{TOLERANCE_LEGEND}")
     for name, reason in report.skipped.items():
         print(f"skipped {FRAMEWORK_NAMES[name]} ({name}): {reason}")
     for row in report.failures:
         print(f"FAILED {row.stage} {row.pair}: {row.note or f'max abs {row.max_abs:.3g} > {row.tolerance:g}'}")
     for row in report.not_available:
         print(f"not available: {row.stage} {row.pair}: {row.note}")
+    if report.exit_code == 4:
+        print("fewer than two backends ran: nothing was compared across backends", file=sys.stderr)
     return report.exit_code
+
+
+class _StatusLine:
+    """One line on a terminal's stderr saying what is being measured, redrawn in place, cleared before output."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.width = enabled, 0
+
+    def show(self, text: str) -> None:
+        if self.enabled:
+            line = f"measuring {text} ..."
+            sys.stderr.write("\r" + line.ljust(self.width))
+            sys.stderr.flush()
+            self.width = len(line)
+
+    def clear(self) -> None:
+        if self.enabled and self.width:
+            sys.stderr.write("\r" + " " * self.width + "\r")
+            sys.stderr.flush()
+            self.width = 0
 
 
 def _add_check_parser(commands: argparse._SubParsersAction) -> None:
@@ -114,14 +173,17 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
     check = commands.add_parser(
         "check",
         help="compare a checkpoint across PyTorch, TensorFlow and Flax, stage by stage",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Load MODEL in every backend with its own from_pretrained, feed each stage the same inputs (the mel "
             "features of a speech clip; the decoder the same encoder states) and print the max and mean absolute "
-            "difference of every stage for every pair of backends. The float64 stage runs every backend in float64 "
-            "too: the backends must agree to 1e-9 there, each backend's float32 outputs are measured against its own "
-            "float64 ones, and a pair's float32 bound is the sum of its two backends' errors. Exit 0 when all pass; 1 when a difference exceeds "
-            "its tolerance or a stage fails; 3 when the only stages that did not pass are not available yet; 4 when "
-            "fewer than two backends could run. A backend whose framework is not installed is skipped and listed."
+            "difference of every stage for every pair of backends, each row as soon as it is measured. The float64 "
+            "stage runs every backend in float64 too: the backends must agree to 1e-9 there, each backend's float32 "
+            "outputs are measured against its own float64 ones, and a pair's float32 bound is the sum of its two "
+            "backends' errors. A backend whose framework is not installed is skipped and listed.\n\n"
+            "exit status: 0 every row passed; 1 a difference exceeds its tolerance or a stage failed; 2 a bad "
+            "argument or a checkpoint that cannot be read; 3 the only rows that did not pass are stages not "
+            "available yet; 4 fewer than two backends ran (nothing compared); 130 interrupted (Ctrl-C)."
         ),
     )
     check.add_argument(
@@ -140,7 +202,7 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
         f"so far; gradients {REAL_TOLERANCES.gradients:g} relative)",
     )  # fmt: skip
     check.add_argument("--stages", help=f"comma-separated stage groups (default: all of {', '.join(CHECK_GROUPS)})")
-    check.set_defaults(handler=_check_command)
+    check.set_defaults(handler=_check_command, parser=check)
 
 
 _BACKEND_CLASSES = {
@@ -150,12 +212,18 @@ _BACKEND_CLASSES = {
 }
 
 
-def _model_directory(model: str | None) -> str:
-    from .weights.packages import DEFAULT_MODEL, EMBEDDED_MODELS, embedded_model_path
-
-    if model is None or (model in EMBEDDED_MODELS and not os.path.isdir(model)):
-        return str(embedded_model_path(model or DEFAULT_MODEL))
-    return model
+def _import_quietly(module: str) -> Any:
+    """Import a backend with its framework's start-up lines hidden: TensorFlow prints them from C++ onto the stderr
+    file descriptor (oneDNN, CPU features) before any Python logging is set up."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            return importlib.import_module(module)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _temperatures(start: float, increment: float) -> tuple[float, ...]:
@@ -166,23 +234,28 @@ def _temperatures(start: float, increment: float) -> tuple[float, ...]:
 
 
 class _ProgressBar:
-    """Seconds of audio done out of the total, redrawn in place on stderr."""
+    """Seconds of audio done out of the total, redrawn in place on a terminal's stderr (nothing in a log file)."""
 
     WIDTH = 30
 
     def __init__(self, name: str, enabled: bool):
-        self.name, self.enabled, self.drawn = name, enabled, False
+        self.name, self.enabled, self.drawn, self.total = name, enabled, False, 0.0
 
     def __call__(self, done: float, total: float) -> None:
+        self.total = total
         if not self.enabled:
             return
-        filled = int(self.WIDTH * done / total) if total > 0 else self.WIDTH
+        # A full bar at the end: int(30 * 70.9 / 70.9) is 29 in floating point.
+        filled = self.WIDTH if done >= total else int(self.WIDTH * done / total)
         bar = "#" * filled + "-" * (self.WIDTH - filled)
-        sys.stderr.write(f"\r{self.name}: [{bar}] {done:6.1f}/{total:.1f} s")
+        sys.stderr.write(f"\r{self.name}: [{bar}] {min(done, total):6.1f}/{total:.1f} s")
         sys.stderr.flush()
         self.drawn = True
 
-    def close(self) -> None:
+    def close(self, finished: bool) -> None:
+        """End the bar's line; full when the file was ``finished``."""
+        if self.drawn and finished:
+            self(self.total, self.total)
         if self.drawn:
             sys.stderr.write("\n")
             sys.stderr.flush()
@@ -191,48 +264,46 @@ class _ProgressBar:
 
 def _transcribe_command(args: argparse.Namespace) -> int:
     """Transcribe each FILE and write the chosen formats; a file that fails is reported and the rest go on."""
-    import importlib
-
+    from .special_tokens import resolve_language_and_task, special_tokens_for_vocab
     from .tokenization_fast import WhisperTokenizerFast
     from .transcribe import transcribe, transcribe_chunked
+    from .weights.packages import model_directory
     from .writers import FORMATS, write_result
 
-    formats = [name.strip() for name in args.output_format.split(",") if name.strip()]
-    if "all" in formats:
-        formats = list(FORMATS)
-    unknown = [name for name in formats if name not in FORMATS]
-    if unknown or not formats:
-        raise SystemExit(f"whisper-multi transcribe: error: --output-format {args.output_format!r}: choose from "
-                         f"{', '.join(FORMATS)} or all")  # fmt: skip
-    directory = _model_directory(args.model)
-    module, name = _BACKEND_CLASSES[args.backend]
-    model = getattr(importlib.import_module(module), name).from_pretrained(directory)
-    tokenizer = WhisperTokenizerFast.from_pretrained(directory)
-    options = {
-        "language": args.language, "task": args.task, "word_timestamps": args.word_timestamps,
-        "num_beams": args.beam_size, "temperature": _temperatures(args.temperature, args.temperature_increment_on_fallback),
-        "model_dir": directory,
-    }  # fmt: skip
-    failed = 0
-    for file in args.files:
-        progress = _ProgressBar(os.path.basename(file), enabled=not args.quiet)
-        try:
-            if args.batch_size > 1:
-                result = transcribe_chunked(
-                    model, file, tokenizer, batch_size=args.batch_size, progress=progress, **options
-                )
-            else:
-                result = transcribe(
-                    model, file, tokenizer, initial_prompt=args.initial_prompt, progress=progress, **options
-                )
-            progress.close()
-            for fmt in formats:
-                write_result(result, file, args.output_dir, fmt)
-        except Exception as error:  # one bad file must not stop the others
-            progress.close()
-            failed += 1
-            message = " ".join(str(error).split()) or type(error).__name__
-            print(f"whisper-multi transcribe: error: {file}: {message}", file=sys.stderr)
+    formats = _names(args.parser, "--output-format", args.output_format.replace("all", ",".join(FORMATS)), FORMATS)
+    if args.batch_size < 1:
+        args.parser.error(f"--batch-size {args.batch_size}: expected 1 or more")
+    with model_directory(args.model) as (directory, _):
+        module, name = _BACKEND_CLASSES[args.backend]
+        model = getattr(_import_quietly(module), name).from_pretrained(directory)
+        tokenizer = WhisperTokenizerFast.from_pretrained(directory)
+        # The request is checked against the model before any audio file is read.
+        resolve_language_and_task(args.language, args.task, special_tokens_for_vocab(model.config.vocab_size))
+        options = {
+            "language": args.language, "task": args.task, "word_timestamps": args.word_timestamps,
+            "num_beams": args.beam_size, "initial_prompt": args.initial_prompt, "model_dir": directory,
+            "temperature": _temperatures(args.temperature, args.temperature_increment_on_fallback),
+        }  # fmt: skip
+        failed = 0
+        for file in args.files:
+            progress = _ProgressBar(os.path.basename(file), enabled=not args.quiet and sys.stderr.isatty())
+            try:
+                if args.batch_size > 1:
+                    result = transcribe_chunked(
+                        model, file, tokenizer, batch_size=args.batch_size, progress=progress, **options
+                    )
+                else:
+                    result = transcribe(model, file, tokenizer, progress=progress, **options)
+                progress.close(finished=True)
+                written = [write_result(result, file, args.output_dir, fmt) for fmt in formats]
+                if not args.quiet:
+                    names = ", ".join(path.name for path in written)
+                    print(f"{file}: wrote {names} to {os.path.abspath(args.output_dir)}", file=sys.stderr)
+            except Exception as error:  # one bad file must not stop the others
+                progress.close(finished=False)
+                failed += 1
+                message = " ".join(str(error).split()) or type(error).__name__
+                print(f"whisper-multi transcribe: error: {file}: {message}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -244,17 +315,24 @@ def _add_transcribe_parser(commands: argparse._SubParsersAction) -> None:
         help="transcribe audio files of any length to txt, srt, vtt, json or tsv",
         description=(
             "Transcribe each FILE (any format soundfile or FFmpeg reads) with long-form decoding: 30 s windows, "
-            "temperature fallback, silence skipping. Writes <audio name>.<ext> per format into --output-dir. A file "
-            "that cannot be read or transcribed is reported on one line and the others still run; the exit status "
-            "is then 1."
+            "temperature fallback, silence skipping. Writes <audio name>.<ext> per format into --output-dir, "
+            "atomically, and says where. A file that cannot be read or transcribed is reported on one line and the "
+            "others still run.\n\nexit status: 0 every file written; 1 a file failed; 2 a bad argument (a language "
+            "or task the model cannot do, an unknown format, a model that cannot be read), checked before any audio "
+            "is read; 130 interrupted (Ctrl-C), nothing half-written left behind."
         ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     transcribe.add_argument("files", nargs="+", metavar="FILE", help="audio files")
     transcribe.add_argument(
-        "--model", metavar="DIR", help=f"checkpoint directory (default: the embedded {DEFAULT_MODEL}, tiny.en)"
-    )
+        "--model", metavar="MODEL",
+        help=f"checkpoint directory or installed model package (default: the embedded {DEFAULT_MODEL}, tiny.en)",
+    )  # fmt: skip
     transcribe.add_argument("--backend", choices=list(_BACKEND_CLASSES), default="pt", help="framework (default pt)")
-    transcribe.add_argument("--language", help="spoken language (default: detected; English for .en models)")
+    transcribe.add_argument(
+        "--language", help='spoken language: name, code or token ("English", "en", "<|en|>"; default: detected, '
+        "English for .en models)",
+    )  # fmt: skip
     transcribe.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     transcribe.add_argument(
         "--output-format", "-f", default="txt,srt,vtt,json,tsv",
@@ -264,7 +342,8 @@ def _add_transcribe_parser(commands: argparse._SubParsersAction) -> None:
     transcribe.add_argument("--word-timestamps", action="store_true", help="time every word (json gets words)")
     transcribe.add_argument(
         "--batch-size", type=int, default=1,
-        help="above 1: decode overlapping 30 s chunks this many at a time (faster, no prompt between chunks)",
+        help="above 1: cut the audio at pauses into chunks of at most 24 s and decode this many windows at a time "
+        "(faster; the initial prompt, not the previous text, comes before each window)",
     )  # fmt: skip
     transcribe.add_argument("--beam-size", type=int, default=1, help="beams at temperature 0 (default 1: greedy)")
     transcribe.add_argument("--temperature", type=float, default=0.0, help="first temperature (default 0)")
@@ -274,7 +353,7 @@ def _add_transcribe_parser(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     transcribe.add_argument("--initial-prompt", help="text that comes before the audio (names, spelling, style)")
     transcribe.add_argument("--quiet", action="store_true", help="no progress bar")
-    transcribe.set_defaults(handler=_transcribe_command)
+    transcribe.set_defaults(handler=_transcribe_command, parser=transcribe)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ log lines, whichever command loads it
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -307,6 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.handler(args))
+    except KeyboardInterrupt:  # the writers are atomic: nothing half-written is left
+        print(f"whisper-multi {args.command}: interrupted", file=sys.stderr)
+        return 130
     except WhisperMultiError as error:
         print(f"whisper-multi {args.command}: error: {error}", file=sys.stderr)
         return 2
