@@ -91,11 +91,13 @@ SENTENCES = (
 SENTENCE_GAP = 1.0  # seconds of silence after each sentence
 
 # Single words of the word-timing clip and the silences (seconds) after each, a repeating pattern.
-TIMING_WORDS = (
-    "morning river garden window yellow silver travel simple number mountain "
-    "paper quiet forest happy market winter candle orange letter castle "
-    "bottle summer pencil doctor basket rabbit thunder kitchen"
-).split()
+TIMING_WORDS = tuple(
+    (
+        "morning river garden window yellow silver travel simple number mountain "
+        "paper quiet forest happy market winter candle orange letter castle "
+        "bottle summer pencil doctor basket rabbit thunder kitchen"
+    ).split()
+)
 TIMING_GAPS = (0.25, 0.4, 0.15, 0.6, 0.3, 0.2, 0.5)
 
 
@@ -146,33 +148,32 @@ def synthesize_prose(seconds: float) -> tuple[np.ndarray, str]:
     return np.concatenate(parts), " ".join(texts)
 
 
-def synthesize_word_timing() -> tuple[np.ndarray, list[dict[str, float | str]]]:
+def synthesize_timed(
+    texts: tuple[str, ...], voices: tuple[str, ...], gaps: tuple[float, ...], key: str
+) -> tuple[np.ndarray, list[dict[str, float | str]]]:
+    """Each text in the next voice, trimmed to where it is loud and followed by the next gap of silence, after 0.5 s
+    of silence; with each text's true start and end (seconds) under ``key``."""
     parts = [silence(0.5)]
     position = 0.5
     truth: list[dict[str, float | str]] = []
-    for index, word in enumerate(TIMING_WORDS):
-        speech = trim(espeak(word, VOICES[index % 2]))
+    for index, text in enumerate(texts):
+        speech = trim(espeak(text, voices[index % len(voices)]))
         duration = len(speech) / SAMPLE_RATE
-        truth.append({"word": word, "start": round(position, 3), "end": round(position + duration, 3)})
-        gap = TIMING_GAPS[index % len(TIMING_GAPS)]
+        truth.append({key: text, "start": round(position, 3), "end": round(position + duration, 3)})
+        gap = gaps[index % len(gaps)]
         parts += [speech, silence(gap)]
         position += duration + gap
     return np.concatenate(parts), truth
 
 
+def synthesize_word_timing() -> tuple[np.ndarray, list[dict[str, float | str]]]:
+    return synthesize_timed(TIMING_WORDS, VOICES[:2], TIMING_GAPS, "word")
+
+
 def synthesize_sentences() -> tuple[np.ndarray, list[dict[str, float | str]]]:
-    """The sentences in turn, each in the next of the five clearest voices (tiny.en garbles the Scottish one),
-    trimmed and followed by ``SENTENCE_GAP`` of silence."""
-    parts = [silence(0.5)]
-    position = 0.5
-    truth: list[dict[str, float | str]] = []
-    for index, text in enumerate(SENTENCES):
-        speech = trim(espeak(text, VOICES[index % 5]))
-        duration = len(speech) / SAMPLE_RATE
-        truth.append({"text": text, "start": round(position, 3), "end": round(position + duration, 3)})
-        parts += [speech, silence(SENTENCE_GAP)]
-        position += duration + SENTENCE_GAP
-    return np.concatenate(parts), truth
+    """The sentences in the five clearest voices (tiny.en garbles the Scottish one), each followed by
+    ``SENTENCE_GAP`` of silence."""
+    return synthesize_timed(SENTENCES, VOICES[:5], (SENTENCE_GAP,), "text")
 
 
 def write_wav(path: Path, samples: np.ndarray) -> None:
