@@ -151,26 +151,8 @@ def markdown(data: dict[str, Any], rows: Sequence[check.Row]) -> str:
         "",
         "Result: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n or status == check.PASS) + ".",
         "",
-        "Every stage is fed identical inputs in every framework (the same mel features; the decoder stages the same "
-        "encoder states, those of the first framework listed), so a difference names the stage that makes it. "
-        "Differences are max and mean absolute values (gradients: relative to the largest magnitude of the first "
-        "framework's gradient, per parameter; token ids: the number of differing positions). On real weights each "
-        "hidden state is judged against its own bound, which grows with the largest magnitude the residual stream "
-        "has reached up to it (tolerance column: the largest of them). `not available` and `skipped` rows are not "
-        "passes.",
-        "",
-        "Where the bounds come from: the `float64` stage builds every framework's model in float64 and feeds it the "
-        "float32 model's inputs. The frameworks must agree there to "
-        f"{check.FLOAT64_TOLERANCE:g} on every output (`float64_*` rows): the three implement the same math. Each "
-        "framework's float32 outputs are then measured against its own float64 ones (`float32_error_*` rows), judged "
-        "against the config's tolerances (real weights: 1e-4 plus 1e-5 of the output's largest magnitude for logits, "
-        "attention weights and loss; hidden states 1e-4 plus 2e-5 of the largest magnitude the stream has reached). "
-        "A float32 pair row marked `derived` may differ by the sum of its two frameworks' float32 errors plus "
-        f"{check.DERIVED_MARGIN:g} (elementwise, |a32 - b32| <= |a32 - a64| + |a64 - b64| + |b64 - b32|), so its bound "
-        "follows the CPU that runs the suite instead of one machine's run. Other rows (step-by-step decoding, "
-        "gradients, classification, token ids) keep the fixed bounds of the tolerance column.",
-        "",
     ]
+    lines += _method_section()
     lines += _structure_section(data)
     lines += _problems_section(data, rows)
     lines += _float64_section(rows)
@@ -193,6 +175,28 @@ def markdown(data: dict[str, Any], rows: Sequence[check.Row]) -> str:
         lines += [f"### {name}" + (f" ({seconds:.0f} s)" if seconds is not None else ""), ""]
         lines += [check.markdown_table(config_rows, with_config=False), ""]
     return "\n".join(lines) + "\n"
+
+
+def _method_section() -> list[str]:
+    """How the rows are measured and where each bound comes from (the tolerance column as ``check`` explains it)."""
+    return [
+        "Every stage is fed identical inputs in every framework (the same mel features; the decoder stages the same "
+        "encoder states, those of the first framework listed), so a difference names the stage that makes it. "
+        "Differences are max and mean absolute values (gradients: relative to the largest magnitude of the first "
+        "framework's gradient, per parameter; token ids: the number of differing positions). `not available` and "
+        "`skipped` rows are not passes.",
+        "",
+        "Where the bounds come from: the `float64` stage builds every framework's model in float64 and feeds it the "
+        f"float32 model's inputs. The frameworks must agree there to {check.FLOAT64_TOLERANCE:g} on every output "
+        "(`float64_*` rows): the three implement the same math. Each framework's float32 outputs are then measured "
+        "against its own float64 ones (`float32_error_*` rows) and judged against the config's tolerances. A `derived` "
+        "pair bound follows from the triangle inequality (|a32 - b32| <= |a32 - a64| + |a64 - b64| + |b64 - b32|, "
+        "elementwise), so it follows the CPU that runs the suite instead of one machine's run. Rows without a float64 "
+        "measurement (step-by-step decoding, gradients, classification, token ids) keep fixed bounds.",
+        "",
+        check.TOLERANCE_LEGEND,
+        "",
+    ]
 
 
 def _structure_section(data: dict[str, Any]) -> list[str]:

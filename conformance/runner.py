@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from whisper_multi import check
+from whisper_multi.errors import InputError
 
 from .matrix import CONFIGS, QUICK_CONFIGS, SOURCES, MatrixResult, Selection, run_matrix
 from .report import MARKDOWN_NAME, write_report
@@ -22,13 +23,10 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "report"
 def _names(text: str | None, allowed: Sequence[str], what: str) -> list[str] | None:
     if text is None:
         return None
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in allowed]
-    if unknown:
-        raise SystemExit(
-            f"python -m conformance: unknown {what} {', '.join(unknown)}; expected some of {', '.join(allowed)}"
-        )
-    return names
+    try:
+        return check.parse_names(text, allowed, what)
+    except InputError as error:
+        raise SystemExit(f"python -m conformance: {error}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

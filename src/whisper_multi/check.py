@@ -87,7 +87,7 @@ GENERATION_SETTINGS: dict[str, dict[str, Any]] = {
     "generate_timestamps": {"return_timestamps": True},
 }
 HIDDEN_STATE_STAGES = ("encoder_last_hidden_state", "encoder_hidden_states", "decoder_hidden_states")
-FLOAT64_TOLERANCE = 1e-9  # float64 pairs: the same math rounds at ~1e-13 on these models
+FLOAT64_TOLERANCE = 1e-9  # float64 pairs: far above float64 round-off, far below any float32 difference
 # Added to the sum of two frameworks' float32 errors in a derived pair bound: it stands for the float64 pair
 # difference (at most FLOAT64_TOLERANCE, checked by its own row) and the rounding of the differences themselves.
 DERIVED_MARGIN = 1e-6
@@ -127,8 +127,8 @@ class Tolerances:
     # reached up to it (in the first framework), as float32 round-off does: a stream of magnitude 500 rounds at 3e-5
     # per operation, and what it carries reaches the later states (a layer norm rescales it, it does not remove it).
     hidden_states_relative: float = 0.0
-    # Logits, attention weights and loss: the bound grows by this fraction of the output's own largest magnitude
-    # (float32 keeps 2**-24 of a value; logits of real checkpoints reach 30-40).
+    # Logits, attention weights and loss: the bound grows by this fraction of the output's own largest magnitude, as
+    # float32 round-off does (it keeps 2**-24 of a value).
     relative: float = 0.0
     gradients: float = 1e-4  # relative to the largest magnitude of the reference gradient, per parameter
     target: float | None = None
@@ -167,9 +167,8 @@ RANDOM_TOLERANCES = Tolerances()
 # Real weights: float32 round-off grows through 4-12 layers and is amplified by the final layer norms, whose outputs
 # reach ~100 (float32 spacing 8e-6 there); see conformance/REPORT.md for where it grows. The target stays 1e-5.
 # With the float64 stage these bound each framework's own float32 error, and a pair may differ by the sum of its two
-# frameworks' errors. Logits: 1e-4 + 1e-5 x their largest magnitude (3.9e-4-5e-4 for logits of 30-40); measured
-# 1.6e-5-1.3e-4 per framework on tiny.en and base (an AVX-512 Xeon, and the same with MKL, oneDNN, XLA and
-# CTranslate2 held to AVX2); a wrong operation moves them by 1e-2 or more.
+# frameworks' errors. Logits: 1e-4 + 1e-5 x their largest magnitude, room for the kernels of any instruction set
+# (the measured errors are in conformance/REPORT.md), while a wrong operation moves logits by far more.
 # Hidden states: base's encoder residual stream reaches 517, where each framework alone is 2e-3-4e-3 (up to 8.3e-6 of
 # the magnitude) from float64: 1e-4 + 2e-5 x the state's largest magnitude.
 # Gradients (relative to the largest of each parameter's): each framework is within 5e-5 (PT), 7e-5 (Flax), 1.6e-4 (TF)
@@ -246,6 +245,17 @@ def token_differences(a: Any, b: Any) -> tuple[float, float]:
     ]
     differing = int((padded[0] != padded[1]).sum())
     return float(differing), differing / max(padded[0].size, 1)
+
+
+def parse_names(text: str, allowed: Sequence[str], what: str) -> list[str]:
+    """The comma-separated names of ``text`` (``--backends``, ``--stages``, ...); an unknown or missing one is an
+    error naming it and what is allowed."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in allowed]
+    if unknown or not names:
+        found = f"unknown {', '.join(unknown)}" if unknown else "no name"
+        raise InputError(f"{what} {text!r}: {found}; expected some of {', '.join(allowed)}")
+    return names
 
 
 def pairs(frameworks: Sequence[str]) -> list[tuple[str, str]]:
@@ -799,14 +809,13 @@ class _Run:
 
     def _difference_row(
         self, stage: str, pair: str, first: Any, second: Any, bounds: list[float], note: str, derived: bool = False
-    ) -> None:
+    ) -> Row:
         """A row of the max and mean abs difference; per layer, each against its own bound, for a list of layers."""
         if not isinstance(first, list):
-            self.row(stage, pair, differences(first, second), tolerance=bounds[-1], note=note, derived=derived)
-            return
+            return self.row(stage, pair, differences(first, second), tolerance=bounds[-1], note=note, derived=derived)
         per_layer = [list(differences(x, y)) for x, y in zip(first, second)]
         notes = (note, _layer_note(per_layer, stage, bounds))
-        self.row(
+        return self.row(
             stage, pair, _worst(per_layer), layers=per_layer, note="; ".join(n for n in notes if n),
             tolerance=max(bounds, default=self.tolerances.for_stage(stage)),
             layer_tolerances=bounds if len(set(bounds)) > 1 else None, derived=derived,
@@ -909,10 +918,10 @@ class _Run:
         if first is None or second is None:
             self.unavailable(error_stage, name, ERROR, f"no {key} in the outputs")
             return
-        layers = [differences(x, y)[0] for x, y in zip(first, second)] if isinstance(first, list) else None
-        self.reference64.errors[(name, stage)] = layers if layers is not None else [differences(first, second)[0]]
         bounds = self._fixed_bounds(error_stage, key, float64[name])
-        self._difference_row(error_stage, name, first, second, bounds, "float32 vs its own float64 run")
+        row = self._difference_row(error_stage, name, first, second, bounds, "float32 vs its own float64 run")
+        per_layer = [layer[0] for layer in row.layers] if row.layers is not None else [row.max_abs or 0.0]
+        self.reference64.errors[(name, stage)] = per_layer
 
     def _encoder(self) -> None:
         self._forward_all()

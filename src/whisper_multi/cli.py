@@ -92,12 +92,13 @@ def _add_convert_parser(commands: argparse._SubParsersAction) -> None:
 
 def _names(parser: argparse.ArgumentParser, option: str, text: str, allowed: Sequence[str]) -> list[str]:
     """The comma-separated names of ``option``; an unknown or missing one is an argument error (exit 2)."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in allowed]
-    if unknown or not names:
-        parser.error(f"{option} {text!r}: {'unknown ' + ', '.join(unknown) if unknown else 'no name'}; expected "
-                     f"some of {', '.join(allowed)}")  # fmt: skip
-    return names
+    from .check import parse_names
+
+    try:
+        return parse_names(text, allowed, option)
+    except WhisperMultiError as error:
+        parser.error(str(error))
+        raise  # parser.error exits
 
 
 def _check_command(args: argparse.Namespace) -> int:
@@ -212,15 +213,17 @@ _BACKEND_CLASSES = {
 }
 
 
-def _import_quietly(module: str) -> Any:
-    """Import a backend with its framework's start-up lines hidden: TensorFlow prints them from C++ onto the stderr
-    file descriptor (oneDNN, CPU features) before any Python logging is set up."""
+def _speech_to_text_class(backend: str) -> Any:
+    """The backend's speech-to-text class, its framework imported with the start-up lines hidden: TensorFlow prints
+    them from C++ onto the stderr file descriptor (oneDNN, CPU features) before any Python logging is set up. (Not
+    through ``check.BACKENDS``, which turns TensorFlow's oneDNN kernels off for parity.)"""
+    module, name = _BACKEND_CLASSES[backend]
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "wb") as null:
             os.dup2(null.fileno(), 2)
-            return importlib.import_module(module)
+            return getattr(importlib.import_module(module), name)
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -266,16 +269,13 @@ def _transcribe_command(args: argparse.Namespace) -> int:
     """Transcribe each FILE and write the chosen formats; a file that fails is reported and the rest go on."""
     from .special_tokens import resolve_language_and_task, special_tokens_for_vocab
     from .tokenization_fast import WhisperTokenizerFast
-    from .transcribe import transcribe, transcribe_chunked
     from .weights.packages import model_directory
-    from .writers import FORMATS, write_result
 
-    formats = _names(args.parser, "--output-format", args.output_format.replace("all", ",".join(FORMATS)), FORMATS)
+    formats = _output_formats(args)
     if args.batch_size < 1:
         args.parser.error(f"--batch-size {args.batch_size}: expected 1 or more")
     with model_directory(args.model) as (directory, _):
-        module, name = _BACKEND_CLASSES[args.backend]
-        model = getattr(_import_quietly(module), name).from_pretrained(directory)
+        model = _speech_to_text_class(args.backend).from_pretrained(directory)
         tokenizer = WhisperTokenizerFast.from_pretrained(directory)
         # The request is checked against the model before any audio file is read.
         resolve_language_and_task(args.language, args.task, special_tokens_for_vocab(model.config.vocab_size))
@@ -284,27 +284,43 @@ def _transcribe_command(args: argparse.Namespace) -> int:
             "num_beams": args.beam_size, "initial_prompt": args.initial_prompt, "model_dir": directory,
             "temperature": _temperatures(args.temperature, args.temperature_increment_on_fallback),
         }  # fmt: skip
-        failed = 0
-        for file in args.files:
-            progress = _ProgressBar(os.path.basename(file), enabled=not args.quiet and sys.stderr.isatty())
-            try:
-                if args.batch_size > 1:
-                    result = transcribe_chunked(
-                        model, file, tokenizer, batch_size=args.batch_size, progress=progress, **options
-                    )
-                else:
-                    result = transcribe(model, file, tokenizer, progress=progress, **options)
-                progress.close(finished=True)
-                written = [write_result(result, file, args.output_dir, fmt) for fmt in formats]
-                if not args.quiet:
-                    names = ", ".join(path.name for path in written)
-                    print(f"{file}: wrote {names} to {os.path.abspath(args.output_dir)}", file=sys.stderr)
-            except Exception as error:  # one bad file must not stop the others
-                progress.close(finished=False)
-                failed += 1
-                message = " ".join(str(error).split()) or type(error).__name__
-                print(f"whisper-multi transcribe: error: {file}: {message}", file=sys.stderr)
+        failed = [file for file in args.files if not _transcribe_file(model, tokenizer, file, formats, args, options)]
     return 1 if failed else 0
+
+
+def _output_formats(args: argparse.Namespace) -> list[str]:
+    from .writers import FORMATS
+
+    names = _names(args.parser, "--output-format", args.output_format, (*FORMATS, "all"))
+    return list(FORMATS) if "all" in names else names
+
+
+def _transcribe_file(
+    model: Any, tokenizer: Any, file: str, formats: list[str], args: argparse.Namespace, options: dict[str, Any]
+) -> bool:
+    """Transcribe one file and write its formats; False, with one line on stderr, when it could not be done."""
+    from .transcribe import transcribe, transcribe_chunked
+    from .writers import write_result
+
+    progress = _ProgressBar(os.path.basename(file), enabled=not args.quiet and sys.stderr.isatty())
+    try:
+        if args.batch_size > 1:
+            result = transcribe_chunked(
+                model, file, tokenizer, batch_size=args.batch_size, progress=progress, **options
+            )
+        else:
+            result = transcribe(model, file, tokenizer, progress=progress, **options)
+        progress.close(finished=True)
+        written = [write_result(result, file, args.output_dir, fmt) for fmt in formats]
+    except Exception as error:  # one bad file must not stop the others
+        progress.close(finished=False)
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"whisper-multi transcribe: error: {file}: {message}", file=sys.stderr)
+        return False
+    if not args.quiet:
+        names = ", ".join(path.name for path in written)
+        print(f"{file}: wrote {names} to {os.path.abspath(args.output_dir)}", file=sys.stderr)
+    return True
 
 
 def _add_transcribe_parser(commands: argparse._SubParsersAction) -> None:

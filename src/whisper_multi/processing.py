@@ -23,9 +23,9 @@ def _load_tokenizer(directory: Path, use_fast: bool) -> Any:
 
 
 def _resolve_directory(directory: str | os.PathLike[str]) -> Path:
-    from .weights.packages import EMBEDDED_MODELS, embedded_model_path
+    from .weights.packages import embedded_model_path, is_package_name
 
-    if not Path(directory).exists() and str(directory) in EMBEDDED_MODELS:
+    if is_package_name(directory):
         return embedded_model_path(str(directory))
     return Path(directory)
 

@@ -291,7 +291,7 @@ def repair_first_merge_in_files(directory: Path) -> list[str]:
             raw = data.tokenizer_json["model"]["merges"]
             first = " ".join(EXPECTED_FIRST_MERGE) if not raw or isinstance(raw[0], str) else list(EXPECTED_FIRST_MERGE)
             data.tokenizer_json["model"]["merges"] = [first, *raw]
-            _replace_text(json_file, json.dumps(data.tokenizer_json, ensure_ascii=False, indent=2) + "\n")
+            atomic_write_text(json_file, json.dumps(data.tokenizer_json, ensure_ascii=False, indent=2) + "\n")
             fixed.append(json_file.name)
     vocab_file = Path(directory) / "vocab.json"
     if not vocab and vocab_file.is_file():
@@ -299,18 +299,9 @@ def repair_first_merge_in_files(directory: Path) -> list[str]:
     if merges_file.is_file() and vocab:
         merges = read_merges_txt(merges_file)
         if lacks_first_merge(merges, vocab):
-            _replace_text(merges_file, merges_txt_text(repaired_merges(merges)))
+            atomic_write_text(merges_file, merges_txt_text(repaired_merges(merges)))
             fixed.append(merges_file.name)
     return fixed
-
-
-def _replace_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8", newline="\n")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def check_first_merge(data: TokenizerData, repair_merges: bool) -> list[tuple[str, str]]:

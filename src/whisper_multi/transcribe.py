@@ -585,34 +585,57 @@ def transcribe(
         for start, end in parse_clip_timestamps(clip_timestamps, duration)
     ]
 
-    all_tokens = _initial_prompt_tokens(tokenizer, initial_prompt)
-    prompt_reset_since = 0
+    history = _PreviousText(_initial_prompt_tokens(tokenizer, initial_prompt))
     segments: list[Segment] = []
     seek, last_speech = 0, 0.0
     for clip_start, clip_end in clips:
         span = _Span(clip_start, clip_end, max(seek, clip_start), last_speech)
         while span.seek < span.end:
             window = _window(mel, span.seek, span.window_size)
-            prompt = all_tokens[prompt_reset_since:][-PROMPT_LENGTH:]
-            result = decoder.decode(window[None], prompt, seed + span.seek)[0]
+            result = decoder.decode(window[None], history.prompt(), seed + span.seek)[0]
             current = _decode_span_window(
                 decoder, timer, span, window, result, decoder.states_of(0), resume_after_early_stop
             )
-            for segment in current:
-                segment.id = len(segments)
-                segments.append(segment)
-                all_tokens.extend(segment.tokens)
-            if not condition_on_previous_text or result.temperature > prompt_reset_on_temperature:
-                prompt_reset_since = len(all_tokens)
+            segments += current
+            reset = not condition_on_previous_text or result.temperature > prompt_reset_on_temperature
+            history.add(current, reset)
             _report(progress, min(span.seek, content_frames), content_frames)
         seek, last_speech = span.seek, span.last_speech
     _report(progress, content_frames, content_frames)
+    return _result(segments, decoder, content_frames, word_timestamps)
+
+
+class _PreviousText:
+    """The tokens said so far, the prompt of the next window: the initial prompt, then every segment's tokens, from
+    the last reset on (a window decoded at a high temperature is not a prompt to build on)."""
+
+    def __init__(self, initial: list[int]):
+        self.tokens, self.since = list(initial), 0
+
+    def prompt(self) -> list[int]:
+        return self.tokens[self.since :][-PROMPT_LENGTH:]
+
+    def add(self, segments: list[Segment], reset: bool) -> None:
+        for segment in segments:
+            self.tokens.extend(segment.tokens)
+        if reset:
+            self.since = len(self.tokens)
+
+
+def _result(
+    segments: list[Segment], decoder: _Decoder, content_frames: int, word_timestamps: bool
+) -> TranscriptionResult:
+    """The transcription of ``segments``: numbered, in order without overlaps, words kept only when asked for."""
+    for index, segment in enumerate(segments):
+        segment.id = index
+        if not word_timestamps:
+            segment.words = None
     _order_without_overlap(segments)
     return TranscriptionResult(
         text="".join(segment.text for segment in segments),
         segments=segments,
         language=decoder.options.language or "en",
-        duration=duration,
+        duration=content_frames / FRAMES_PER_SECOND,
     )
 
 
@@ -715,8 +738,7 @@ def transcribe_chunked(
     # Every window's words are timed where the model can (every backend's can), for where its chunk resumes.
     timer = _word_timer(
         model, decoder, word_timestamps or hasattr(model, "alignment_attention"), alignment_heads, model_dir,
-        median_filter_width,
-        (prepend_punctuations, append_punctuations), snap_words_to_speech,
+        median_filter_width, (prepend_punctuations, append_punctuations), snap_words_to_speech,
     )  # fmt: skip
     prompt = _initial_prompt_tokens(tokenizer, initial_prompt)[-PROMPT_LENGTH:]
     spans = [_Span(start, end, start, start / FRAMES_PER_SECOND) for start, end in pause_cuts(mel, content_frames)]
@@ -724,26 +746,25 @@ def transcribe_chunked(
     while active:
         for first in range(0, len(active), batch_size):
             batch = active[first : first + batch_size]
-            windows = np.stack([_window(mel, span.seek, span.window_size) for span in batch])
-            results = decoder.decode(windows, prompt, seed + batch[0].seek)
-            for position, (span, result) in enumerate(zip(batch, results)):
-                span.segments += _decode_span_window(
-                    decoder, timer, span, windows[position], result, decoder.states_of(position),
-                    resume_after_early_stop,
-                )  # fmt: skip
-            done = sum(min(span.seek, span.end) - span.start for span in spans)
-            _report(progress, done, content_frames)
+            _decode_batch(decoder, timer, mel, batch, prompt, seed + batch[0].seek, resume_after_early_stop)
+            _report(progress, sum(min(span.seek, span.end) - span.start for span in spans), content_frames)
         active = [span for span in spans if span.seek < span.end]
-    segments = [segment for span in spans for segment in span.segments]
-    for index, segment in enumerate(segments):
-        segment.id = index
-    _order_without_overlap(segments)
-    if not word_timestamps:
-        for segment in segments:
-            segment.words = None
-    return TranscriptionResult(
-        text="".join(segment.text for segment in segments),
-        segments=segments,
-        language=decoder.options.language or "en",
-        duration=content_frames / FRAMES_PER_SECOND,
-    )
+    return _result([segment for span in spans for segment in span.segments], decoder, content_frames, word_timestamps)
+
+
+def _decode_batch(
+    decoder: _Decoder,
+    timer: _WordTimer | None,
+    mel: np.ndarray,
+    batch: list[_Span],
+    prompt: list[int],
+    seed: int,
+    resume_after_early_stop: bool,
+) -> None:
+    """The next window of each span of ``batch``, decoded together; each span gets its segments and moves on."""
+    windows = np.stack([_window(mel, span.seek, span.window_size) for span in batch])
+    results = decoder.decode(windows, prompt, seed)
+    for position, (span, result) in enumerate(zip(batch, results)):
+        span.segments += _decode_span_window(
+            decoder, timer, span, windows[position], result, decoder.states_of(position), resume_after_early_stop
+        )

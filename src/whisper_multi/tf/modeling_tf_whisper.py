@@ -64,7 +64,7 @@ ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 def _gelu(x: tf.Tensor) -> tf.Tensor:
-    # The erfc form: tf.nn.gelu gives the same float32 values, but its float64 ones are 5e-9 off the exact GELU.
+    # The erfc form: tf.nn.gelu gives the same float32 values, but its float64 ones are not the exact GELU.
     return 0.5 * x * tf.math.erfc(-x * tf.constant(0.7071067811865476, x.dtype))
 
 

