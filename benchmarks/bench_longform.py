@@ -74,7 +74,7 @@ def evaluation_audio(seconds: float) -> tuple[Path, str]:
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
     """Word-level edit distance over the reference length, both after the English text normalizer."""
-    from whisper_multi.normalizers import EnglishTextNormalizer
+    from whisper_multi.text.normalizers import EnglishTextNormalizer
 
     normalize = EnglishTextNormalizer()
     ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
@@ -89,8 +89,8 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
 
 def run_ours(backend: str, wav: Path) -> tuple[dict[str, Any], float]:
-    from whisper_multi.tokenization_fast import WhisperTokenizerFast
-    from whisper_multi.transcribe import transcribe
+    from whisper_multi.longform.transcribe import transcribe
+    from whisper_multi.text.tokenization_fast import WhisperTokenizerFast
     from whisper_multi.weights.packages import embedded_model_path
 
     directory = embedded_model_path()
@@ -136,8 +136,8 @@ def _suite_audio(settings: Settings) -> Path:
 
 def _ours(backend: str, batched: bool, settings: Settings) -> Any:
     from whisper_multi.audio import load_audio
-    from whisper_multi.tokenization_fast import WhisperTokenizerFast
-    from whisper_multi.transcribe import transcribe, transcribe_chunked
+    from whisper_multi.longform.transcribe import transcribe, transcribe_chunked
+    from whisper_multi.text.tokenization_fast import WhisperTokenizerFast
     from whisper_multi.weights.packages import embedded_model_path
 
     directory = embedded_model_path()

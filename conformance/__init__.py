@@ -2,7 +2,7 @@
 
 ``python -m conformance`` runs the matrix (configs x weight sources x stages x framework pairs, see ``matrix``),
 checks that the three model files keep one skeleton (``structure``) and writes ``report.json`` and ``REPORT.md``
-(``report``). The comparisons themselves are ``whisper_multi.check``'s, which ``whisper-multi check`` runs on a
+(``report``). The comparisons themselves are ``whisper_multi.tools.check``'s, which ``whisper-multi check`` runs on a
 user's checkpoint. The suite exits non-zero when anything did not pass: 1 on a failure, 3 when the only rows
 that did not pass are stages not available yet (e.g. ``generate``).
 """

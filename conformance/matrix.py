@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from whisper_multi import check
 from whisper_multi.configuration import WhisperConfig
-from whisper_multi.modeling_utils import sinusoids
+from whisper_multi.modeling.utils import sinusoids
+from whisper_multi.tools import check
 from whisper_multi.weights.convert import Checkpoint, read_checkpoint, write_checkpoint
 from whisper_multi.weights.table import canonical_parameters
 

@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from whisper_multi import check
+from whisper_multi.tools import check
 
 from .matrix import CONFIGS, MatrixResult
 

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from whisper_multi import check
 from whisper_multi.errors import InputError
+from whisper_multi.tools import check
 
 from .matrix import CONFIGS, QUICK_CONFIGS, SOURCES, MatrixResult, Selection, run_matrix
 from .report import MARKDOWN_NAME, write_report

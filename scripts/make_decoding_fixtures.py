@@ -16,7 +16,7 @@ import torch
 from whisper.decoding import ApplyTimestampRules, SuppressBlank, SuppressTokens
 
 from whisper_multi.configuration import WhisperConfig
-from whisper_multi.special_tokens import special_tokens_for_vocab
+from whisper_multi.text.special_tokens import special_tokens_for_vocab
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "decoding" / "logit_rules.npz"
 

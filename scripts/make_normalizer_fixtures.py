@@ -5,7 +5,7 @@ Run with the peers environment (openai-whisper and Transformers 4.57 installed):
     .venv-peers/bin/python scripts/make_normalizer_fixtures.py
 
 It writes:
-- src/whisper_multi/normalizers/english.json: the British-to-American spelling map, copied byte for byte from the
+- src/whisper_multi/text/normalizers/english.json: the British-to-American spelling map, copied byte for byte from the
   installed openai-whisper package. That file is data from openai-whisper, Copyright (c) 2022 OpenAI, used under
   the MIT licence (see NOTICE).
 - tests/fixtures/normalizers/english.json and basic.json: input strings with the output of both peer normalizers.

@@ -48,6 +48,6 @@ def float32_pair_bound(values: object, stage: str = "e2e_logits") -> float:
     """How far two float32 implementations of a real checkpoint may be apart on any CPU (the kernels of each
     instruction set round differently): each lies within ``check.REAL_TOLERANCES`` of the exact (float64) values,
     which the conformance suite's float64 stage measures, so two lie within twice that."""
-    from whisper_multi import check
+    from whisper_multi.tools import check
 
     return 2 * max(check.REAL_TOLERANCES.for_states(f"float32_error_{stage}", [np.asarray(values)]))

@@ -259,7 +259,7 @@ def _tokenizer_file() -> Path:
 
 @functools.cache
 def _tokenizer() -> Any:
-    from whisper_multi.tokenization_fast import WhisperTokenizerFast
+    from whisper_multi.text.tokenization_fast import WhisperTokenizerFast
 
     return WhisperTokenizerFast(tokenizer_file=_tokenizer_file())
 
@@ -285,7 +285,7 @@ bad("tokenizer-encode-not-text", TokenizerError, "must be a str, got int")(lambd
 
 @bad("tokenizer-malformed-vocab-json", TokenizerError, "{tmp}/vocab.json", "not valid JSON")
 def _(tmp: Path) -> Any:
-    from whisper_multi.tokenization import WhisperTokenizer
+    from whisper_multi.text.tokenization import WhisperTokenizer
 
     (tmp / "vocab.json").write_text('{"a": 0, ', encoding="utf-8")
     (tmp / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
@@ -294,7 +294,7 @@ def _(tmp: Path) -> Any:
 
 @bad("tokenizer-malformed-merges", TokenizerError, "{tmp}/merges.txt", "merge 0 is 'ab'", "expected two tokens")
 def _(tmp: Path) -> Any:
-    from whisper_multi.tokenization import WhisperTokenizer
+    from whisper_multi.text.tokenization import WhisperTokenizer
 
     (tmp / "vocab.json").write_text(json.dumps({"a": 0, "b": 1, "ab": 2}), encoding="utf-8")
     (tmp / "merges.txt").write_text("#version: 0.2\nab\n", encoding="utf-8")
@@ -303,7 +303,7 @@ def _(tmp: Path) -> Any:
 
 @bad("tokenizer-malformed-tokenizer-json", TokenizerError, "{tmp}/tokenizer.json is not valid JSON")
 def _(tmp: Path) -> Any:
-    from whisper_multi.tokenization_fast import WhisperTokenizerFast
+    from whisper_multi.text.tokenization_fast import WhisperTokenizerFast
 
     (tmp / "tokenizer.json").write_text('{"model": {"vocab": ', encoding="utf-8")
     return WhisperTokenizerFast.from_pretrained(tmp)
@@ -311,7 +311,7 @@ def _(tmp: Path) -> Any:
 
 @bad("tokenizer-missing-directory", TokenizerError, "{tmp}/nowhere does not exist", "expected a directory")
 def _(tmp: Path) -> Any:
-    from whisper_multi.tokenization import WhisperTokenizer
+    from whisper_multi.text.tokenization import WhisperTokenizer
 
     return WhisperTokenizer.from_pretrained(tmp / "nowhere")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from whisper_multi import check
+from whisper_multi.tools import check
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT_CLIP = ROOT / "src" / "whisper_multi" / "assets" / "speech_en_short.wav"
@@ -25,14 +25,14 @@ USER_ENV = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEV
 
 
 def whisper_multi(*arguments: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "whisper_multi.cli", *map(str, arguments)]
+    command = [sys.executable, "-m", "whisper_multi.tools.cli", *map(str, arguments)]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=USER_ENV, check=False)
 
 
 def start(*arguments: str) -> subprocess.Popen[str]:
     """The command in the background, Ctrl-C reaching it as from a terminal (a shell that starts a test run in the
     background ignores SIGINT for it, and a child inherits that)."""
-    command = [sys.executable, "-m", "whisper_multi.cli", *map(str, arguments)]
+    command = [sys.executable, "-m", "whisper_multi.tools.cli", *map(str, arguments)]
     return subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=USER_ENV,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
@@ -162,7 +162,7 @@ def test_ctrl_c_in_transcribe_exits_130_keeping_the_files_written(tmp_path):
 
 # --- progress bars ------------------------------------------------------------------------------------------------
 def test_the_progress_bar_ends_full_and_logs_get_none(capsys, monkeypatch):
-    from whisper_multi.cli import _ProgressBar
+    from whisper_multi.tools.cli import _ProgressBar
 
     bar = _ProgressBar("talk.wav", enabled=True)
     bar(12.0, 70.9)

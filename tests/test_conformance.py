@@ -19,7 +19,7 @@ from conformance.matrix import Selection, random_config, random_features, random
 from conformance.report import JSON_NAME, MARKDOWN_NAME  # noqa: E402
 from conformance.structure import MODEL_FILES  # noqa: E402
 
-from whisper_multi import check  # noqa: E402
+from whisper_multi.tools import check  # noqa: E402
 from whisper_multi.weights import table  # noqa: E402
 
 
@@ -141,7 +141,7 @@ def test_a_framework_not_installed_is_skipped_and_listed(monkeypatch):
 @pytest.mark.slow
 def test_check_cli_on_tiny_en_passes_for_every_backend(capsys):
     _installed("pt", "tf", "flax")
-    from whisper_multi.cli import main
+    from whisper_multi.tools.cli import main
 
     try:
         check.read_wav(check.DEFAULT_AUDIO)

@@ -12,8 +12,8 @@ import pytest
 
 from test_ct2 import small_config
 from test_formats import random_tensors, tiny_config
-from whisper_multi.cli import main
 from whisper_multi.errors import CheckpointError
+from whisper_multi.tools.cli import main
 from whisper_multi.weights import hf_formats, write_ct2
 from whisper_multi.weights.convert import TARGETS, convert, detect_format, read_checkpoint
 from whisper_multi.weights.safetensors_io import save_state_dict
@@ -336,7 +336,7 @@ def test_cli_progress_bar_shows_for_slow_conversions(
 
 def test_importing_convert_imports_no_framework() -> None:
     code = (
-        "import sys, whisper_multi.cli, whisper_multi.weights.convert; "
+        "import sys, whisper_multi.tools.cli, whisper_multi.weights.convert; "
         "print(sorted(m for m in ('torch', 'tensorflow', 'jax', 'flax', 'h5py', 'msgpack') if m in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

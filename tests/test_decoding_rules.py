@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from whisper_multi.decoding import LogitRules, NumpyOps
-from whisper_multi.special_tokens import special_tokens_for_vocab
+from whisper_multi.text.special_tokens import special_tokens_for_vocab
 
 FIXTURE = Path(__file__).parent / "fixtures" / "decoding" / "logit_rules.npz"
 

@@ -28,7 +28,7 @@ from whisper_multi.flax import (  # noqa: E402
     FlaxWhisperModel,
     Seq2SeqLMOutput,
 )
-from whisper_multi.modeling_utils import sinusoids  # noqa: E402
+from whisper_multi.modeling.utils import sinusoids  # noqa: E402
 from whisper_multi.weights.table import canonical_parameters  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pt"

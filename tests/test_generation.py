@@ -24,7 +24,7 @@ from whisper_multi.decoding.options import resolve_request
 from whisper_multi.decoding.search import finish, run_search
 from whisper_multi.errors import InputError, TokenizerError
 from whisper_multi.features import WhisperFeatureExtractor
-from whisper_multi.special_tokens import resolve_language_and_task, special_tokens_for_vocab
+from whisper_multi.text.special_tokens import resolve_language_and_task, special_tokens_for_vocab
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 GENERATION_DIR = Path(__file__).parent / "fixtures" / "generation"
@@ -290,7 +290,7 @@ def test_language_detection_names_the_language_in_every_backend(base_results: di
 
 @pytest.mark.slow
 def test_translate_and_detected_transcription_agree_across_backends(base_results: dict[str, dict[str, Any]]) -> None:
-    from whisper_multi.tokenization_fast import WhisperTokenizerFast  # noqa: F401 - the tokenizer exists
+    from whisper_multi.text.tokenization_fast import WhisperTokenizerFast  # noqa: F401 - the tokenizer exists
 
     translations = {backend: result["translate"] for backend, result in base_results.items()}
     first = next(iter(translations.values()))

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from whisper_multi.normalizers import (
+from whisper_multi.text.normalizers import (
     BasicTextNormalizer,
     EnglishNumberNormalizer,
     EnglishSpellingNormalizer,
     EnglishTextNormalizer,
     load_english_spelling_mapping,
 )
-from whisper_multi.normalizers.basic import remove_symbols, remove_symbols_and_diacritics, split_graphemes
+from whisper_multi.text.normalizers.basic import remove_symbols, remove_symbols_and_diacritics, split_graphemes
 
 FIXTURES = Path(__file__).parent / "fixtures" / "normalizers"
 ENGLISH = json.loads((FIXTURES / "english.json").read_text(encoding="utf-8"))
@@ -187,7 +187,7 @@ def test_cleaned_text_has_no_marks_symbols_or_punctuation() -> None:
 
 def test_importing_normalizers_imports_no_framework() -> None:
     code = (
-        "import sys, whisper_multi.normalizers; "
+        "import sys, whisper_multi.text.normalizers; "
         "print(sorted(m for m in ('torch', 'tensorflow', 'jax', 'flax', 'regex') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -20,7 +20,7 @@ from safetensors.torch import save_file  # noqa: E402
 from conftest import float32_pair_bound  # noqa: E402
 from whisper_multi.configuration import WhisperConfig  # noqa: E402
 from whisper_multi.errors import CheckpointError, InputError  # noqa: E402
-from whisper_multi.modeling_utils import compute_mask_indices, shift_tokens_right, sinusoids  # noqa: E402
+from whisper_multi.modeling.utils import compute_mask_indices, shift_tokens_right, sinusoids  # noqa: E402
 from whisper_multi.pt import (  # noqa: E402
     Seq2SeqLMOutput,
     WhisperDecoder,

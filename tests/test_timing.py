@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from whisper_multi.timing import (
+from whisper_multi.longform.timing import (
     Word,
     alignment_heads_for,
     dtw,
@@ -68,7 +68,7 @@ def test_median_filter_matches_a_direct_median_with_reflection() -> None:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from whisper_multi.tokenization_fast import WhisperTokenizerFast
+    from whisper_multi.text.tokenization_fast import WhisperTokenizerFast
 
     return WhisperTokenizerFast.from_pretrained(embedded_model_path())
 
@@ -135,7 +135,7 @@ def test_word_times_of_the_concatenated_clip(tokenizer) -> None:
     """tiny.en's word starts and ends within 0.2 s of the truth for at least 90 % of the words; measured 28/28 starts
     (worst 0.15 s) and 28/28 ends (worst 0.16 s)."""
     torch_models = pytest.importorskip("whisper_multi.pt")
-    from whisper_multi.transcribe import transcribe
+    from whisper_multi.longform.transcribe import transcribe
 
     model = torch_models.WhisperForConditionalGeneration.from_pretrained(embedded_model_path())
     truth = json.loads((LONGFORM / "word_timing.json").read_text())["words"]

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from whisper_multi.errors import TokenizerError
-from whisper_multi.tokenization import WhisperTokenizer
-from whisper_multi.tokenization_common import lacks_first_merge, repaired_merges
-from whisper_multi.tokenization_fast import WhisperTokenizerFast
+from whisper_multi.text.tokenization import WhisperTokenizer
+from whisper_multi.text.tokenization_common import lacks_first_merge, repaired_merges
+from whisper_multi.text.tokenization_fast import WhisperTokenizerFast
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tokenizer"
 SOURCES = {
@@ -404,9 +404,11 @@ def test_large_v3_layout_from_a_renumbered_file(tmp_path) -> None:
 
 
 def test_decode_with_normalizers(tok) -> None:
-    normalizers = pytest.importorskip("whisper_multi.normalizers", reason="the text normalizers are not written yet")
+    normalizers = pytest.importorskip(
+        "whisper_multi.text.normalizers", reason="the text normalizers are not written yet"
+    )
     if not hasattr(normalizers, "BasicTextNormalizer"):
-        pytest.skip("whisper_multi.normalizers has no BasicTextNormalizer yet")
+        pytest.skip("whisper_multi.text.normalizers has no BasicTextNormalizer yet")
     ids = tok.encode(" Héllo, World!")
     assert tok.decode(ids, basic_normalize=True) == normalizers.BasicTextNormalizer()(tok.decode(ids))
     assert tok.decode(ids, basic_normalize=True, remove_diacritics=True) == normalizers.BasicTextNormalizer(
@@ -415,9 +417,11 @@ def test_decode_with_normalizers(tok) -> None:
 
 
 def test_decode_with_english_normalizer(tok) -> None:
-    normalizers = pytest.importorskip("whisper_multi.normalizers", reason="the text normalizers are not written yet")
+    normalizers = pytest.importorskip(
+        "whisper_multi.text.normalizers", reason="the text normalizers are not written yet"
+    )
     if not hasattr(normalizers, "EnglishTextNormalizer"):
-        pytest.skip("whisper_multi.normalizers has no EnglishTextNormalizer yet")
+        pytest.skip("whisper_multi.text.normalizers has no EnglishTextNormalizer yet")
     ids = tok.encode(" The colour of Mr. Smith's car!")
     text = tok.decode(ids, normalize=True)
     assert text == normalizers.EnglishTextNormalizer(None)(tok.decode(ids))

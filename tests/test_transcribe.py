@@ -13,14 +13,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from whisper_multi.special_tokens import special_tokens_for_vocab
-from whisper_multi.transcribe import (
+from whisper_multi.longform.transcribe import (
     _split_segments,
     compression_ratio,
     parse_clip_timestamps,
     transcribe,
     transcribe_chunked,
 )
+from whisper_multi.text.special_tokens import special_tokens_for_vocab
 from whisper_multi.weights.packages import embedded_model_path
 
 LONGFORM = Path(__file__).parent / "fixtures" / "longform"
@@ -88,7 +88,7 @@ class ScriptedModel:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from whisper_multi.tokenization_fast import WhisperTokenizerFast
+    from whisper_multi.text.tokenization_fast import WhisperTokenizerFast
 
     return WhisperTokenizerFast.from_pretrained(embedded_model_path())
 
@@ -170,7 +170,7 @@ def _bursts(seconds: float, pauses: list[tuple[float, float]], seed: int = 0) ->
 
 def test_chunks_are_cut_in_the_middle_of_the_last_pause_before_24_s() -> None:
     from whisper_multi.features import N_SAMPLES, log_mel_spectrogram
-    from whisper_multi.transcribe import pause_cuts
+    from whisper_multi.longform.transcribe import pause_cuts
 
     audio = _bursts(70.0, [(12.0, 13.0), (20.0, 21.0), (43.0, 44.0), (60.0, 60.5)])
     mel = log_mel_spectrogram(audio, 80, padding=N_SAMPLES)
@@ -313,7 +313,7 @@ def _transcribe_sentences(mode: str, word_timestamps: bool, tokenizer) -> dict:
 
 
 def _normalized_words(text: str) -> list[str]:
-    from whisper_multi.normalizers import EnglishTextNormalizer
+    from whisper_multi.text.normalizers import EnglishTextNormalizer
 
     return EnglishTextNormalizer()(text).split()
 
@@ -368,7 +368,7 @@ def test_cli_writes_parseable_outputs_and_reports_bad_files(tmp_path, capsys) ->
     soundfile = pytest.importorskip("soundfile", reason="audio files need the `audio` extra")
 
     from test_writers import parse_srt, parse_vtt
-    from whisper_multi.cli import main
+    from whisper_multi.tools.cli import main
 
     clip, rate = soundfile.read(LONGFORM / "longform_60s.wav", dtype="float32")
     two_minutes = tmp_path / "talk.wav"

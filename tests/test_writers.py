@@ -8,9 +8,18 @@ import re
 import pytest
 
 from whisper_multi.errors import InputError
-from whisper_multi.timing import Word
-from whisper_multi.transcribe import Segment, TranscriptionResult
-from whisper_multi.writers import FORMATS, format_timestamp, to_json, to_srt, to_tsv, to_txt, to_vtt, write_result
+from whisper_multi.longform.timing import Word
+from whisper_multi.longform.transcribe import Segment, TranscriptionResult
+from whisper_multi.longform.writers import (
+    FORMATS,
+    format_timestamp,
+    to_json,
+    to_srt,
+    to_tsv,
+    to_txt,
+    to_vtt,
+    write_result,
+)
 
 
 def _result(with_words: bool = False) -> TranscriptionResult:

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BackendError, InputError
-from .features import CHUNK_LENGTH, SAMPLE_RATE
+from whisper_multi.errors import BackendError, InputError
+from whisper_multi.features import CHUNK_LENGTH, SAMPLE_RATE
 
 # Extensions read with soundfile first (libsndfile's own formats); everything else is handed to PyAV.
 SOUNDFILE_SUFFIXES = frozenset(

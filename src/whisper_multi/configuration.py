@@ -10,9 +10,9 @@ import copy
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import ConfigError
-from .jsonfile import JsonFileMixin
-from .special_tokens import special_tokens_for_vocab
+from whisper_multi.errors import ConfigError
+from whisper_multi.jsonfile import JsonFileMixin
+from whisper_multi.text.special_tokens import special_tokens_for_vocab
 
 CONFIG_NAME = "config.json"
 GENERATION_CONFIG_NAME = "generation_config.json"

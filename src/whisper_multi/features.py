@@ -12,7 +12,6 @@ The public API (constructor arguments, ``__call__`` arguments, ``preprocessor_co
 from __future__ import annotations
 
 import copy
-import importlib
 import math
 import os
 import threading
@@ -24,8 +23,9 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .errors import BackendError, ConfigError, InputError
-from .jsonfile import JsonFileMixin
+from whisper_multi.backends import to_tensor
+from whisper_multi.errors import ConfigError, InputError
+from whisper_multi.jsonfile import JsonFileMixin
 
 # Whisper's audio hyperparameters; everything else is derived from them.
 SAMPLE_RATE = 16000
@@ -52,7 +52,6 @@ _PCM_SCALES: dict[np.dtype, tuple[float, float]] = {  # dtype -> (offset, full s
     np.dtype(np.int32): (0.0, 2.0**31),
 }
 
-_RETURN_TENSORS = ("np", "pt", "tf", "jax")
 _PADDING_STRATEGIES = {"max_length": "max_length", "longest": "longest", True: "longest", "do_not_pad": "do_not_pad"}
 # A 2-D array with rows this short and more rows than columns is (samples, channels) audio, not a batch.
 _MAX_CHANNELS = 8
@@ -381,27 +380,8 @@ class BatchFeature(dict):
     def convert_to_tensors(self, return_tensors: str | None, device: str | None = None) -> BatchFeature:
         """Convert every numpy value in place to ``return_tensors``' type; ``None`` and "np" keep numpy."""
         for key, value in self.items():
-            self[key] = _to_tensor(value, return_tensors, device)
+            self[key] = to_tensor(value, return_tensors, device, unsupported=InputError)
         return self
-
-
-def _to_tensor(array: np.ndarray, return_tensors: str | None, device: str | None) -> Any:
-    """The framework is imported here, on request only, so the core stays framework-free."""
-    if return_tensors is None or return_tensors == "np":
-        return array
-    if return_tensors not in _RETURN_TENSORS:
-        raise InputError(f"return_tensors={return_tensors!r} is not supported; expected one of {_RETURN_TENSORS}")
-    module_name = {"pt": "torch", "tf": "tensorflow", "jax": "jax.numpy"}[return_tensors]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise BackendError(f"return_tensors={return_tensors!r} needs {module_name}, which is not installed") from error
-    if return_tensors == "pt":
-        tensor = module.from_numpy(np.ascontiguousarray(array))
-        return tensor.to(device) if device not in (None, "cpu") else tensor
-    if return_tensors == "tf":
-        return module.constant(array)
-    return module.asarray(array)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

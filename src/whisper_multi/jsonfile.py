@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import ConfigError
+from whisper_multi.errors import ConfigError
 
 
 def read_json(path: Path) -> dict[str, Any]:

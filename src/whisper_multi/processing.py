@@ -7,23 +7,23 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .configuration import CONFIG_NAME
-from .errors import InputError
-from .features import FEATURE_EXTRACTOR_NAME, WhisperFeatureExtractor
+from whisper_multi.configuration import CONFIG_NAME
+from whisper_multi.errors import InputError
+from whisper_multi.features import FEATURE_EXTRACTOR_NAME, WhisperFeatureExtractor
 
 
 def _load_tokenizer(directory: Path, use_fast: bool) -> Any:
     if use_fast:
-        from .tokenization_fast import WhisperTokenizerFast
+        from whisper_multi.text.tokenization_fast import WhisperTokenizerFast
 
         return WhisperTokenizerFast.from_pretrained(directory)
-    from .tokenization import WhisperTokenizer
+    from whisper_multi.text.tokenization import WhisperTokenizer
 
     return WhisperTokenizer.from_pretrained(directory)
 
 
 def _resolve_directory(directory: str | os.PathLike[str]) -> Path:
-    from .weights.packages import embedded_model_path, is_package_name
+    from whisper_multi.weights.packages import embedded_model_path, is_package_name
 
     if is_package_name(directory):
         return embedded_model_path(str(directory))

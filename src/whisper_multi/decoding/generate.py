@@ -16,13 +16,13 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from ..configuration import WhisperConfig, WhisperGenerationConfig
-from ..errors import InputError
-from ..special_tokens import special_tokens_for_vocab
-from .language import language_logprobs, most_likely
-from .options import DecodingPlan, resolve_request
-from .outputs import LanguageDetectionOutput, WhisperGenerateOutput
-from .search import DecoderSeam, SearchResult, finish, run_search
+from whisper_multi.configuration import WhisperConfig, WhisperGenerationConfig
+from whisper_multi.decoding.language import language_logprobs, most_likely
+from whisper_multi.decoding.options import DecodingPlan, resolve_request
+from whisper_multi.decoding.outputs import LanguageDetectionOutput, WhisperGenerateOutput
+from whisper_multi.decoding.search import DecoderSeam, SearchResult, finish, run_search
+from whisper_multi.errors import InputError
+from whisper_multi.text.special_tokens import special_tokens_for_vocab
 
 
 class GenerationBackend(Protocol):

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ..special_tokens import SpecialTokens
-from .search import DecoderSeam
+from whisper_multi.decoding.search import DecoderSeam
+from whisper_multi.text.special_tokens import SpecialTokens
 
 
 def language_logprobs(seam: DecoderSeam, special: SpecialTokens, encoder_states: Any) -> Any:

@@ -16,10 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from ..configuration import WhisperGenerationConfig
-from ..errors import InputError
-from ..special_tokens import SpecialTokens, normalize_language, resolve_language_and_task, special_tokens_for_vocab
-from .rules import LogitRules
+from whisper_multi.configuration import WhisperGenerationConfig
+from whisper_multi.decoding.rules import LogitRules
+from whisper_multi.errors import InputError
+from whisper_multi.text.special_tokens import (
+    SpecialTokens,
+    normalize_language,
+    resolve_language_and_task,
+    special_tokens_for_vocab,
+)
 
 
 @dataclass(frozen=True)

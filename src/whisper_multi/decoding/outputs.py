@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..modeling_outputs import ModelOutput, Tensor
+from whisper_multi.modeling.outputs import ModelOutput, Tensor
 
 
 @dataclass

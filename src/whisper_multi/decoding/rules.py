@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .ops import ArrayOps
+from whisper_multi.decoding.ops import ArrayOps
 
 NEG_INF = float("-inf")
 

@@ -29,8 +29,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .ops import ArrayOps
-from .options import DecodingPlan
+from whisper_multi.decoding.ops import ArrayOps
+from whisper_multi.decoding.options import DecodingPlan
 
 NEG_INF = float("-inf")
 State = tuple[Any, ...]

@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from ..modeling_outputs import (
-    BaseModelOutput,
-    BaseModelOutputWithPastAndCrossAttentions,
-    ModelOutput,
-    Seq2SeqLMOutput,
-    Seq2SeqModelOutput,
-    SequenceClassifierOutput,
-)
-from .loading import params_from_state_dict, state_dict_from_params, to_dtype
-from .modeling_flax_whisper import (
+from whisper_multi.flax.loading import params_from_state_dict, state_dict_from_params, to_dtype
+from whisper_multi.flax.modeling_flax_whisper import (
     FlaxWhisperAttention,
     FlaxWhisperDecoder,
     FlaxWhisperDecoderLayer,
@@ -24,6 +16,14 @@ from .modeling_flax_whisper import (
     FlaxWhisperModel,
     FlaxWhisperModule,
     FlaxWhisperPreTrainedModel,
+)
+from whisper_multi.modeling.outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPastAndCrossAttentions,
+    ModelOutput,
+    Seq2SeqLMOutput,
+    Seq2SeqModelOutput,
+    SequenceClassifierOutput,
 )
 
 __all__ = [

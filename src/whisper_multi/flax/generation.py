@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..decoding import generate as core
-from ..decoding.outputs import LanguageDetectionOutput
-from ..timing import stack_heads
+from whisper_multi.decoding import generate as core
+from whisper_multi.decoding.outputs import LanguageDetectionOutput
+from whisper_multi.longform.timing import stack_heads
 
 _TINY = float(np.finfo(np.float32).tiny)
 

@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..configuration import WhisperConfig
-from ..errors import CheckpointError
-from ..weights import pretrained
-from ..weights.table import (
+from whisper_multi.configuration import WhisperConfig
+from whisper_multi.errors import CheckpointError
+from whisper_multi.weights import pretrained
+from whisper_multi.weights.table import (
     canonical_parameters,
     check_state_dict,
     framework_name,

@@ -32,9 +32,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..configuration import WhisperConfig
-from ..errors import InputError
-from ..modeling_outputs import (
+from whisper_multi.configuration import WhisperConfig
+from whisper_multi.errors import InputError
+from whisper_multi.flax.generation import FlaxWhisperGenerationMixin
+from whisper_multi.flax.loading import FlaxPreTrainedModelMixin
+from whisper_multi.modeling.outputs import (
     BaseModelOutput,
     BaseModelOutputWithPastAndCrossAttentions,
     Cache,
@@ -43,7 +45,7 @@ from ..modeling_outputs import (
     Seq2SeqModelOutput,
     SequenceClassifierOutput,
 )
-from ..modeling_utils import (
+from whisper_multi.modeling.utils import (
     IGNORE_INDEX,
     check_cache_length,
     check_decoder_length,
@@ -57,8 +59,6 @@ from ..modeling_utils import (
     shift_tokens_right,
     sinusoids,
 )
-from .generation import FlaxWhisperGenerationMixin
-from .loading import FlaxPreTrainedModelMixin
 
 LayerCache = tuple[Any, Any, Any, Any]  # (self_k, self_v, cross_k, cross_v); the cross pair may be None
 

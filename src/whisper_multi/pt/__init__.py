@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .modeling_whisper import (
+from whisper_multi.pt.modeling_whisper import (
     WhisperAttention,
     WhisperDecoder,
     WhisperDecoderLayer,
@@ -13,7 +13,7 @@ from .modeling_whisper import (
     WhisperModel,
     WhisperPreTrainedModel,
 )
-from .outputs import (
+from whisper_multi.pt.outputs import (
     BaseModelOutput,
     BaseModelOutputWithPastAndCrossAttentions,
     ModelOutput,

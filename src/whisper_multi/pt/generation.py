@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..decoding import generate as core
-from ..decoding.outputs import LanguageDetectionOutput
-from ..timing import stack_heads
-from .decode_step import PackedDecoder, apply_linear, contiguous_cross_pairs
+from whisper_multi.decoding import generate as core
+from whisper_multi.decoding.outputs import LanguageDetectionOutput
+from whisper_multi.longform.timing import stack_heads
+from whisper_multi.pt.decode_step import PackedDecoder, apply_linear, contiguous_cross_pairs
 
 _DTYPES = {"int32": torch.int32, "float32": torch.float32, "bool": torch.bool}
 _TINY = float(np.finfo(np.float32).tiny)
@@ -297,7 +297,7 @@ class WhisperGenerationMixin:
         alignment_heads: list[tuple[int, int]],
         encoder_states: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """For word timing (``whisper_multi.timing``): the cross-attention weights of ``alignment_heads`` (batch,
+        """For word timing (``whisper_multi.longform.timing``): the cross-attention weights of ``alignment_heads`` (batch,
         heads, tokens, positions) and the logits (batch, tokens, vocab) of one forward pass, in numpy; from
         ``encoder_states`` (``encode_audio``) when given, else from the features."""
         backend = _backend(self, False)

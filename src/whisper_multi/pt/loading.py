@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from ..configuration import WhisperConfig
-from ..errors import CheckpointError
-from ..weights import pretrained
-from ..weights.hf_formats import numpy_to_torch, torch_to_numpy
-from ..weights.table import tied_parameters
+from whisper_multi.configuration import WhisperConfig
+from whisper_multi.errors import CheckpointError
+from whisper_multi.weights import pretrained
+from whisper_multi.weights.hf_formats import numpy_to_torch, torch_to_numpy
+from whisper_multi.weights.table import tied_parameters
 
 DEFAULT_MAX_SHARD_SIZE = pretrained.DEFAULT_MAX_SHARD_SIZE
 

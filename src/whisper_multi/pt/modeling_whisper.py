@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..configuration import WhisperConfig
-from ..errors import InputError
-from ..modeling_utils import (
+from whisper_multi.configuration import WhisperConfig
+from whisper_multi.errors import InputError
+from whisper_multi.modeling.utils import (
     check_cache_length,
     check_decoder_length,
     check_head_mask_shape,
@@ -37,9 +37,9 @@ from ..modeling_utils import (
     shift_tokens_right,
     sinusoids,
 )
-from .generation import WhisperGenerationMixin
-from .loading import PreTrainedModelMixin
-from .outputs import (
+from whisper_multi.pt.generation import WhisperGenerationMixin
+from whisper_multi.pt.loading import PreTrainedModelMixin
+from whisper_multi.pt.outputs import (
     BaseModelOutput,
     BaseModelOutputWithPastAndCrossAttentions,
     Cache,

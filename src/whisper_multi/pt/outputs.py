@@ -1,10 +1,10 @@
-"""PyTorch's view of the shared output classes (``whisper_multi.modeling_outputs``)."""
+"""PyTorch's view of the shared output classes (``whisper_multi.modeling.outputs``)."""
 
 from __future__ import annotations
 
 import torch
 
-from ..modeling_outputs import (
+from whisper_multi.modeling.outputs import (
     BaseModelOutput,
     BaseModelOutputWithPastAndCrossAttentions,
     ModelOutput,

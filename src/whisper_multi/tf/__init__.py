@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import BackendError
+from whisper_multi.errors import BackendError
 
 _BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
 if _BACKEND != "tensorflow":
@@ -29,8 +29,8 @@ if keras.backend.backend() != "tensorflow":
         f"(from ~/.keras/keras.json or an earlier import); set KERAS_BACKEND=tensorflow before importing keras"
     )
 
-from .loading import export_saved_model  # noqa: E402
-from .modeling_tf_whisper import (  # noqa: E402
+from whisper_multi.tf.loading import export_saved_model  # noqa: E402
+from whisper_multi.tf.modeling_tf_whisper import (  # noqa: E402
     TFWhisperAttention,
     TFWhisperDecoder,
     TFWhisperDecoderLayer,
@@ -41,7 +41,7 @@ from .modeling_tf_whisper import (  # noqa: E402
     TFWhisperModel,
     TFWhisperPreTrainedModel,
 )
-from .outputs import (  # noqa: E402
+from whisper_multi.tf.outputs import (  # noqa: E402
     BaseModelOutput,
     BaseModelOutputWithPastAndCrossAttentions,
     ModelOutput,

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from ..decoding import generate as core
-from ..decoding.outputs import LanguageDetectionOutput
-from ..timing import stack_heads
+from whisper_multi.decoding import generate as core
+from whisper_multi.decoding.outputs import LanguageDetectionOutput
+from whisper_multi.longform.timing import stack_heads
 
 _DTYPES = {"int32": tf.int32, "float32": tf.float32, "bool": tf.bool}
 _TINY = float(np.finfo(np.float32).tiny)

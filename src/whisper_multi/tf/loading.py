@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 import numpy as np
 import tensorflow as tf
 
-from ..configuration import WhisperConfig
-from ..errors import CheckpointError
-from ..weights import pretrained
-from ..weights.table import (
+from whisper_multi.configuration import WhisperConfig
+from whisper_multi.errors import CheckpointError
+from whisper_multi.weights import pretrained
+from whisper_multi.weights.table import (
     HEADS,
     ParamSpec,
     canonical_parameters,

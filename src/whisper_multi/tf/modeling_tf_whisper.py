@@ -31,9 +31,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..configuration import WhisperConfig
-from ..errors import InputError
-from ..modeling_utils import (
+from whisper_multi.configuration import WhisperConfig
+from whisper_multi.errors import InputError
+from whisper_multi.modeling.utils import (
     check_cache_length,
     check_decoder_length,
     check_head_mask_shape,
@@ -45,9 +45,9 @@ from ..modeling_utils import (
     shift_tokens_right,
     sinusoids,
 )
-from .generation import TFWhisperGenerationMixin
-from .loading import TFPreTrainedModelMixin
-from .outputs import (
+from whisper_multi.tf.generation import TFWhisperGenerationMixin
+from whisper_multi.tf.loading import TFPreTrainedModelMixin
+from whisper_multi.tf.outputs import (
     BaseModelOutput,
     BaseModelOutputWithPastAndCrossAttentions,
     Cache,

@@ -1,4 +1,4 @@
-"""TensorFlow's view of the shared output classes (``whisper_multi.modeling_outputs``).
+"""TensorFlow's view of the shared output classes (``whisper_multi.modeling.outputs``).
 
 ``tf.function`` returns only structures that ``tf.nest`` can take apart; the shared dataclasses cannot, so each is
 subclassed here with the two methods of TensorFlow's nest protocol. The subclasses are still instances of the shared
@@ -12,7 +12,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from .. import modeling_outputs
+from whisper_multi.modeling import outputs as modeling_outputs
 
 Cache = tuple[tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor], ...]
 

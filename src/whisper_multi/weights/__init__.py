@@ -5,15 +5,15 @@ Importing this package imports numpy only, never a framework.
 
 from __future__ import annotations
 
-from .ct2 import CT2Model, ct2_links, read_ct2, write_ct2
-from .packages import (
+from whisper_multi.weights.ct2 import CT2Model, ct2_links, read_ct2, write_ct2
+from whisper_multi.weights.packages import (
     EMBEDDED_MODELS,
     assemble_split_model,
     embedded_model_files,
     embedded_model_path,
     read_embedded_model,
 )
-from .table import (
+from whisper_multi.weights.table import (
     HEADS,
     KINDS,
     LAYOUT_RULES,

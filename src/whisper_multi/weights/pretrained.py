@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..configuration import CONFIG_NAME, WhisperConfig
-from ..errors import CheckpointError
-from . import hf_formats
-from .convert import detect_format, read_checkpoint
-from .packages import is_package_name
-from .safetensors_io import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, load_state_dict, save_state_dict
-from .table import canonical_parameters, check_state_dict, tied_parameters
+from whisper_multi.configuration import CONFIG_NAME, WhisperConfig
+from whisper_multi.errors import CheckpointError
+from whisper_multi.weights import hf_formats
+from whisper_multi.weights.convert import detect_format, read_checkpoint
+from whisper_multi.weights.packages import is_package_name
+from whisper_multi.weights.safetensors_io import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, load_state_dict, save_state_dict
+from whisper_multi.weights.table import canonical_parameters, check_state_dict, tied_parameters
 
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 _CLASSIFIER_PREFIXES = ("projector.", "classifier.", "layer_weights")

@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..configuration import WhisperConfig
-from ..errors import CheckpointError, ConfigError
+from whisper_multi.configuration import WhisperConfig
+from whisper_multi.errors import CheckpointError, ConfigError
 
 HEADS = ("conditional_generation", "audio_classification", "base")
 

@@ -14,7 +14,7 @@ from fractions import Fraction
 from functools import lru_cache
 from importlib import resources
 
-from .basic import remove_symbols_and_diacritics
+from whisper_multi.text.normalizers.basic import remove_symbols_and_diacritics
 
 SPELLING_MAP_FILE = "english.json"
 

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import TokenizerError
-from .jsonfile import atomic_write_text
-from .special_tokens import (
+from whisper_multi.backends import to_tensor
+from whisper_multi.errors import TokenizerError
+from whisper_multi.jsonfile import atomic_write_text
+from whisper_multi.text.special_tokens import (
     LANGUAGES,
     NUM_TIMESTAMP_TOKENS,
     SpecialTokens,
@@ -684,7 +685,7 @@ class WhisperTokenizerBase:
             result["attention_mask"] = masks[0] if single else masks
         if return_tensors is not None:
             # A single text still becomes a batch of one, as Transformers returns.
-            result = {key: to_tensor([value] if single else value, return_tensors) for key, value in result.items()}
+            result = {key: ids_as_tensor([value] if single else value, return_tensors) for key, value in result.items()}
         return result
 
     def get_prompt_ids(self, text: str, return_tensors: str | None = "np") -> Any:
@@ -696,7 +697,7 @@ class WhisperTokenizerBase:
                 f"prompt {text!r} contains the special token {self._id_to_token(special)}; a prompt must be plain text"
             )
         ids = [self.special.sot_prev, *text_ids]
-        return ids if return_tensors is None else to_tensor(ids, return_tensors)
+        return ids if return_tensors is None else ids_as_tensor(ids, return_tensors)
 
     # --- decoding ------------------------------------------------------------------------------------------------
 
@@ -847,14 +848,16 @@ class WhisperTokenizerBase:
 
     def normalize(self, text: str) -> str:
         """Whisper's English text normalizer, with the spelling mapping of normalizer.json when one was loaded."""
-        from .normalizers import EnglishTextNormalizer  # the normalizers are only needed when asked for
+        from whisper_multi.text.normalizers import (
+            EnglishTextNormalizer,  # the normalizers are only needed when asked for
+        )
 
         return EnglishTextNormalizer(self.english_spelling_normalizer)(text)
 
     @staticmethod
     def basic_normalize(text: str, remove_diacritics: bool = False) -> str:
         """Whisper's multilingual basic text normalizer."""
-        from .normalizers import BasicTextNormalizer
+        from whisper_multi.text.normalizers import BasicTextNormalizer
 
         return BasicTextNormalizer(remove_diacritics=remove_diacritics)(text)
 
@@ -902,7 +905,7 @@ class WhisperTokenizerBase:
         )
 
 
-def to_tensor(ids: list[Any], return_tensors: str) -> Any:
+def ids_as_tensor(ids: list[Any], return_tensors: str) -> Any:
     """Ids as numpy ("np") or a framework's tensor ("pt", "tf", "jax"), importing that framework only now."""
     import numpy as np
 
@@ -910,20 +913,4 @@ def to_tensor(ids: list[Any], return_tensors: str) -> Any:
         array = np.asarray(ids, dtype=np.int64)
     except ValueError:
         raise TokenizerError("sequences of different lengths cannot form one tensor; pass padding=True") from None
-    if return_tensors == "np":
-        return array
-    if return_tensors == "pt":
-        import torch
-
-        return torch.from_numpy(array)
-    if return_tensors == "tf":
-        import tensorflow as tf
-
-        return tf.constant(array)
-    if return_tensors == "jax":
-        import jax.numpy as jnp
-
-        return jnp.asarray(array)
-    raise TokenizerError(
-        f"return_tensors={return_tensors!r} is not supported; expected None, 'np', 'pt', 'tf' or 'jax'"
-    )
+    return to_tensor(array, return_tensors, unsupported=TokenizerError)

@@ -34,10 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .features import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
-from .special_tokens import resolve_language_and_task, special_tokens_for_vocab
-from .timing import (
+from whisper_multi.errors import InputError
+from whisper_multi.features import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
+from whisper_multi.longform.timing import (
     APPEND_PUNCTUATIONS,
     MEDIAN_FILTER_WIDTH,
     PREPEND_PUNCTUATIONS,
@@ -48,6 +47,7 @@ from .timing import (
     alignment_heads_for,
     speech_levels,
 )
+from whisper_multi.text.special_tokens import resolve_language_and_task, special_tokens_for_vocab
 
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames a second
 INPUT_STRIDE = 2  # mel frames per encoder position, so per timestamp step
@@ -154,7 +154,7 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 def _load(audio: str | os.PathLike[str] | np.ndarray) -> np.ndarray:
     if isinstance(audio, (str, os.PathLike)):
-        from .audio import load_audio
+        from whisper_multi.audio import load_audio
 
         return load_audio(audio)
     waveform = np.asarray(audio, dtype=np.float32)

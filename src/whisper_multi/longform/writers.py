@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from whisper_multi.errors import InputError
 
 FORMATS = ("txt", "srt", "vtt", "json", "tsv")
 

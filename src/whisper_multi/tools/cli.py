@@ -9,15 +9,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
-from .errors import WhisperMultiError
+from whisper_multi import __version__
+from whisper_multi.errors import WhisperMultiError
 
 
 def _config_command(args: argparse.Namespace) -> int:
     """Print a preset's or a checkpoint's config.json, after a write/read round trip when --check is given."""
     import tempfile
 
-    from .configuration import WhisperConfig
+    from whisper_multi.configuration import WhisperConfig
 
     if args.preset:
         config = WhisperConfig.from_preset(args.preset)
@@ -39,7 +39,7 @@ def _config_command(args: argparse.Namespace) -> int:
 
 def _convert_command(args: argparse.Namespace) -> int:
     """Convert a checkpoint (or an installed model package) to another format."""
-    from .weights.convert import convert
+    from whisper_multi.weights.convert import convert
 
     if args.from_package is None and args.source is None:
         args.parser.error("give SRC and DST, or --from-package NAME and DST")
@@ -61,8 +61,8 @@ def _convert_command(args: argparse.Namespace) -> int:
 
 
 def _add_convert_parser(commands: argparse._SubParsersAction) -> None:
-    from .weights.convert import DTYPES, TARGETS
-    from .weights.packages import EMBEDDED_MODELS
+    from whisper_multi.weights.convert import DTYPES, TARGETS
+    from whisper_multi.weights.packages import EMBEDDED_MODELS
 
     targets = "\n".join(f"  {name:<10} {text}" for name, text in TARGETS.items())
     convert = commands.add_parser(
@@ -92,7 +92,7 @@ def _add_convert_parser(commands: argparse._SubParsersAction) -> None:
 
 def _names(parser: argparse.ArgumentParser, option: str, text: str, allowed: Sequence[str]) -> list[str]:
     """The comma-separated names of ``option``; an unknown or missing one is an argument error (exit 2)."""
-    from .check import parse_names
+    from whisper_multi.tools.check import parse_names
 
     try:
         return parse_names(text, allowed, option)
@@ -103,7 +103,7 @@ def _names(parser: argparse.ArgumentParser, option: str, text: str, allowed: Seq
 
 def _check_command(args: argparse.Namespace) -> int:
     """Load a checkpoint in every backend, compare each stage on a speech clip, print each row as it is measured."""
-    from .check import (
+    from whisper_multi.tools.check import (
         CHECK_GROUPS,
         FRAMEWORK_NAMES,
         FRAMEWORKS,
@@ -120,7 +120,7 @@ def _check_command(args: argparse.Namespace) -> int:
         print(f"whisper-multi check: only {', '.join(backends)} asked for: nothing to compare across backends; "
               "name two or more with --backends (exit 4)", file=sys.stderr)  # fmt: skip
         return 4
-    from .weights.packages import describe_model
+    from whisper_multi.weights.packages import describe_model
 
     print(
         f"whisper-multi check: {describe_model(args.model)}, backends {', '.join(backends)}, stages {', '.join(groups)}\n",
@@ -168,8 +168,8 @@ class _StatusLine:
 
 
 def _add_check_parser(commands: argparse._SubParsersAction) -> None:
-    from .check import CHECK_GROUPS, REAL_TOLERANCES
-    from .weights.packages import DEFAULT_MODEL
+    from whisper_multi.tools.check import CHECK_GROUPS, REAL_TOLERANCES
+    from whisper_multi.weights.packages import DEFAULT_MODEL
 
     check = commands.add_parser(
         "check",
@@ -267,9 +267,9 @@ class _ProgressBar:
 
 def _transcribe_command(args: argparse.Namespace) -> int:
     """Transcribe each FILE and write the chosen formats; a file that fails is reported and the rest go on."""
-    from .special_tokens import resolve_language_and_task, special_tokens_for_vocab
-    from .tokenization_fast import WhisperTokenizerFast
-    from .weights.packages import model_directory
+    from whisper_multi.text.special_tokens import resolve_language_and_task, special_tokens_for_vocab
+    from whisper_multi.text.tokenization_fast import WhisperTokenizerFast
+    from whisper_multi.weights.packages import model_directory
 
     formats = _output_formats(args)
     if args.batch_size < 1:
@@ -289,7 +289,7 @@ def _transcribe_command(args: argparse.Namespace) -> int:
 
 
 def _output_formats(args: argparse.Namespace) -> list[str]:
-    from .writers import FORMATS
+    from whisper_multi.longform.writers import FORMATS
 
     names = _names(args.parser, "--output-format", args.output_format, (*FORMATS, "all"))
     return list(FORMATS) if "all" in names else names
@@ -299,8 +299,8 @@ def _transcribe_file(
     model: Any, tokenizer: Any, file: str, formats: list[str], args: argparse.Namespace, options: dict[str, Any]
 ) -> bool:
     """Transcribe one file and write its formats; False, with one line on stderr, when it could not be done."""
-    from .transcribe import transcribe, transcribe_chunked
-    from .writers import write_result
+    from whisper_multi.longform.transcribe import transcribe, transcribe_chunked
+    from whisper_multi.longform.writers import write_result
 
     progress = _ProgressBar(os.path.basename(file), enabled=not args.quiet and sys.stderr.isatty())
     try:
@@ -324,7 +324,7 @@ def _transcribe_file(
 
 
 def _add_transcribe_parser(commands: argparse._SubParsersAction) -> None:
-    from .weights.packages import DEFAULT_MODEL
+    from whisper_multi.weights.packages import DEFAULT_MODEL
 
     transcribe = commands.add_parser(
         "transcribe",

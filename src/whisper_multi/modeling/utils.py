@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from whisper_multi.errors import InputError
 
 # The encoder's two convolutions: conv1 keeps the frame count, conv2 halves it (stride 2, kernel 3, padding 1).
 CONV_KERNEL_SIZE = 3

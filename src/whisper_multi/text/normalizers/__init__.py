@@ -3,8 +3,8 @@
 ``EnglishTextNormalizer`` for English transcripts; ``BasicTextNormalizer`` for every other language.
 """
 
-from .basic import BasicTextNormalizer
-from .english import (
+from whisper_multi.text.normalizers.basic import BasicTextNormalizer
+from whisper_multi.text.normalizers.english import (
     EnglishNumberNormalizer,
     EnglishSpellingNormalizer,
     EnglishTextNormalizer,

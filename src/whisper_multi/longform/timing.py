@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .features import HOP_LENGTH, SAMPLE_RATE
+from whisper_multi.features import HOP_LENGTH, SAMPLE_RATE
 
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames a second
 POSITIONS_PER_SECOND = FRAMES_PER_SECOND // 2  # 50 encoder positions a second (the encoder halves the frames)

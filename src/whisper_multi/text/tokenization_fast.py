@@ -13,9 +13,9 @@ from typing import Any
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
-from .errors import TokenizerError
-from .jsonfile import atomic_write_text
-from .tokenization_common import (
+from whisper_multi.errors import TokenizerError
+from whisper_multi.jsonfile import atomic_write_text
+from whisper_multi.text.tokenization_common import (
     ENDOFTEXT,
     TOKENIZER_FILE,
     TokenizerData,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import TokenizerError
+from whisper_multi.errors import TokenizerError
 
 # Code -> English name, in the order of the language tokens. Cantonese ("yue") exists from large-v3 on.
 LANGUAGES: dict[str, str] = {
@@ -162,7 +162,7 @@ def normalize_language(language: str) -> str:
     hint = (
         f"; did you mean {', '.join(repr(c) for c in close)}?"
         if close
-        else "; see whisper_multi.special_tokens.LANGUAGES"
+        else "; see whisper_multi.text.special_tokens.LANGUAGES"
     )
     raise TokenizerError(f"unknown language {language!r}{hint}")
 

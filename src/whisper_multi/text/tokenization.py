@@ -18,8 +18,8 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-from .jsonfile import atomic_write_text
-from .tokenization_common import (
+from whisper_multi.jsonfile import atomic_write_text
+from whisper_multi.text.tokenization_common import (
     ADDED_TOKENS_FILE,
     BYTE_DECODER,
     BYTE_ENCODER,

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from .configuration import WhisperConfig
-from .errors import InputError
+from whisper_multi.configuration import WhisperConfig
+from whisper_multi.errors import InputError
 
 FRAMEWORKS = ("pt", "tf", "flax")
 FRAMEWORK_NAMES = {"pt": "PyTorch", "tf": "TensorFlow", "flax": "Flax"}
@@ -96,7 +96,7 @@ CACHED_POSITIONS = 8  # positions decoded step by step (every new shape compiles
 GENERATION_NEW_TOKENS = 24  # new tokens per generation, also for the token ids the decoder stages are fed
 CLASSIFICATION_LABELS = 3
 SAMPLE_RATE = 16000
-DEFAULT_AUDIO = Path(__file__).parent / "assets" / "speech_en_short.wav"
+DEFAULT_AUDIO = Path(__file__).resolve().parents[1] / "assets" / "speech_en_short.wav"
 
 # Each framework's layout of a canonical (PyTorch-layout) tensor: the axis order per kind of parameter, identity
 # where absent. Stated here independently of ``weights.table.LAYOUT_RULES`` so a wrong rule there shows up.
@@ -358,7 +358,7 @@ class TorchBackend(Backend):
     name = "pt"
 
     def model_class(self, head: str) -> Any:
-        from . import pt
+        from whisper_multi import pt
 
         return {
             "conditional_generation": pt.WhisperForConditionalGeneration,
@@ -367,8 +367,8 @@ class TorchBackend(Backend):
         }[head]
 
     def build(self, config: WhisperConfig, tensors: Mapping[str, np.ndarray], head: str) -> Any:
-        from .pt.loading import load_tensors
-        from .weights.pretrained import prepare_tensors
+        from whisper_multi.pt.loading import load_tensors
+        from whisper_multi.weights.pretrained import prepare_tensors
 
         model = self.model_class(head)(config).eval()
         load_tensors(model, prepare_tensors(tensors, head, config, "the canonical tensors"))
@@ -422,7 +422,7 @@ class TFBackend(Backend):
 
     def model_class(self, head: str) -> Any:
         self._import()
-        from . import tf as backend
+        from whisper_multi import tf as backend
 
         return {
             "conditional_generation": backend.TFWhisperForConditionalGeneration,
@@ -432,8 +432,8 @@ class TFBackend(Backend):
 
     def build(self, config: WhisperConfig, tensors: Mapping[str, np.ndarray], head: str) -> Any:
         cls = self.model_class(head)
-        from .tf.loading import load_tensors
-        from .weights.pretrained import prepare_tensors
+        from whisper_multi.tf.loading import load_tensors
+        from whisper_multi.weights.pretrained import prepare_tensors
 
         model = cls(config)
         load_tensors(model, prepare_tensors(tensors, head, config, "the canonical tensors"))
@@ -451,7 +451,7 @@ class TFBackend(Backend):
             keras.config.set_dtype_policy(previous)
 
     def native_weights(self, model: Any) -> dict[str, np.ndarray]:
-        from .tf.loading import model_variables
+        from whisper_multi.tf.loading import model_variables
 
         return {name: np.asarray(variable.numpy()) for name, variable in model_variables(model).items()}
 
@@ -462,7 +462,7 @@ class TFBackend(Backend):
         self, model: Any, features: np.ndarray, ids: np.ndarray, labels: np.ndarray
     ) -> tuple[float, dict[str, np.ndarray]]:
         tf = self._import()
-        from .tf.loading import model_variables
+        from whisper_multi.tf.loading import model_variables
 
         variables = model_variables(model)
         with tf.GradientTape() as tape:
@@ -480,7 +480,7 @@ class FlaxBackend(Backend):
     name = "flax"
 
     def model_class(self, head: str) -> Any:
-        from . import flax as backend
+        from whisper_multi import flax as backend
 
         return {
             "conditional_generation": backend.FlaxWhisperForConditionalGeneration,
@@ -510,8 +510,8 @@ class FlaxBackend(Backend):
         return scope(True)
 
     def _leaves(self, model: Any, tree: Any) -> dict[str, np.ndarray]:
-        from .flax.loading import param_path
-        from .weights.table import canonical_parameters
+        from whisper_multi.flax.loading import param_path
+        from whisper_multi.weights.table import canonical_parameters
 
         found = {}
         for name in canonical_parameters(model.config, model.head):
@@ -825,7 +825,7 @@ class _Run:
     def _mel(self) -> None:
         if self.inputs.audio is None:
             return
-        from .features import WhisperFeatureExtractor
+        from whisper_multi.features import WhisperFeatureExtractor
 
         extractor = WhisperFeatureExtractor(feature_size=self.subject.config.num_mel_bins)
         expected = extractor(self.inputs.audio, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
@@ -842,7 +842,7 @@ class _Run:
                 self.unavailable("mel_features", f"np-{kind}", ERROR, _describe_error(error))
 
     def _weights(self) -> None:
-        from .weights.table import canonical_parameters
+        from whisper_multi.weights.table import canonical_parameters
 
         specs = canonical_parameters(self.subject.config)
         for name in self.wanted():
@@ -961,7 +961,7 @@ class _Run:
             self._compare_outputs(stage, stage, stepped, ("forward", "decode", "cached"))
 
     def _gradients(self) -> None:
-        from .weights.table import canonical_parameters
+        from whisper_multi.weights.table import canonical_parameters
 
         specs = canonical_parameters(self.subject.config)
         found: dict[str, dict[str, np.ndarray]] = {}
@@ -1103,7 +1103,7 @@ def classification_weights(
     config: WhisperConfig, tensors: Mapping[str, np.ndarray], seed: int = 7
 ) -> tuple[WhisperConfig, dict[str, np.ndarray]]:
     """An audio classifier on ``tensors``' encoder: weighted layer sum and a seeded random head."""
-    from .weights.table import canonical_parameters
+    from whisper_multi.weights.table import canonical_parameters
 
     classifier_config = WhisperConfig.from_dict(
         config.to_dict(), use_weighted_layer_sum=True, num_labels=CLASSIFICATION_LABELS, id2label=None, label2id=None
@@ -1154,7 +1154,7 @@ def read_wav(path: str | os.PathLike[str]) -> np.ndarray:
 def read_audio(path: str | os.PathLike[str]) -> np.ndarray:
     """Any audio file the audio extra reads, resampled to 16 kHz mono; a 16 kHz 16-bit wav without it."""
     try:
-        from .audio import load_audio
+        from whisper_multi.audio import load_audio
     except ImportError:
         return read_wav(path)
     try:
@@ -1184,7 +1184,7 @@ def audio_inputs(
 ) -> Inputs:
     """The clip's mel features, and token ids the reference framework decodes greedily from them (teacher-forced in
     every framework afterwards: the same ids for all)."""
-    from .features import WhisperFeatureExtractor
+    from whisper_multi.features import WhisperFeatureExtractor
 
     extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
     features = extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features.astype(np.float32)
@@ -1249,8 +1249,8 @@ def run_check(
 ) -> CheckReport:
     """The real-weight part of the conformance matrix on one checkpoint: every backend loads it with its own
     ``from_pretrained``; each stage is compared across the backends on the same clip."""
-    from .weights.convert import read_checkpoint
-    from .weights.packages import model_directory
+    from whisper_multi.weights.convert import read_checkpoint
+    from whisper_multi.weights.packages import model_directory
 
     unknown = [name for name in backends if name not in FRAMEWORKS]
     if unknown:
