@@ -25,13 +25,14 @@ from whisper_multi.weights import (
     CT2Model,
     assemble_split_model,
     canonical_parameters,
+    ct2_container,
+    ct2_write,
     embedded_model_files,
     embedded_model_path,
     read_ct2,
     read_embedded_model,
     write_ct2,
 )
-from whisper_multi.weights import ct2 as ct2_module
 
 _PROJECTION, _EMBEDDINGS = "decoder/projection/weight", "decoder/embeddings/weight"
 
@@ -156,7 +157,7 @@ def test_table_accounts_for_every_stored_number(tiny: CT2Model) -> None:
     config = tiny.config
     canonical = sum(math.prod(spec.shape) for spec in canonical_parameters(config).values())
     fused_key_biases = (config.encoder_layers + 2 * config.decoder_layers) * config.d_model
-    container = ct2_module._read_container(ct2_module._ByteSource([model_bin]))
+    container = ct2_container.read_container(ct2_container.ByteSource([model_bin]))
     stored = sum(math.prod(v.shape) for v in container.variables.values() if v.shape)
     assert stored == canonical + fused_key_biases
 
@@ -239,8 +240,8 @@ def test_random_float32_round_trip_is_bit_exact(small_model) -> None:
 
 def test_writer_fuses_attention_like_ctranslate2(small_model) -> None:
     _, tensors, directory = small_model
-    container = ct2_module._read_container(ct2_module._ByteSource([directory / "model.bin"]))
-    raw = {name: ct2_module._raw_array(variable) for name, variable in container.variables.items()}
+    container = ct2_container.read_container(ct2_container.ByteSource([directory / "model.bin"]))
+    raw = {name: ct2_container.raw_array(variable) for name, variable in container.variables.items()}
     layer = "model.decoder.layers.1"
     qkv = raw["decoder/layer_1/self_attention/linear_0/weight"]
     expected = np.concatenate([tensors[f"{layer}.self_attn.{p}_proj.weight"] for p in "qkv"])
@@ -285,13 +286,13 @@ def test_int8_is_dequantized_with_a_warning(small_model, tmp_path: Path) -> None
 def test_int16_scale_and_int8_rows_dequantize_per_tensor(small_model, tmp_path: Path) -> None:
     """int16 weights share one scale; int8 rows each have theirs, cut with the rows of a fused q/k/v."""
     config, tensors, _ = small_model
-    variables = ct2_module._ct2_variables(config, tensors, "int8")
+    variables = ct2_write._ct2_variables(config, tensors, "int8")
     name = "decoder/layer_0/self_attention/linear_0/weight"
     quantized, scale = variables[name], variables[f"{name}_scale"]
     assert quantized.dtype == np.int8 and scale.shape == (48,)
     variables["encoder/conv1/weight"] = np.tile(np.array([[[-3, 4, 1]], [[5, -6, 0]]], np.int16), (8, 4, 1))
     variables["encoder/conv1/weight_scale"] = np.array(2.0, np.float32)
-    ct2_module._write_model_bin(tmp_path / "model.bin", variables, {_PROJECTION: _EMBEDDINGS})
+    ct2_write._write_model_bin(tmp_path / "model.bin", variables, {_PROJECTION: _EMBEDDINGS})
     with pytest.warns(UserWarning, match="int8_float32-quantized"):
         model = read_ct2(tmp_path)
     assert np.array_equal(model.tensors["model.encoder.conv1.weight"][:2, 0], [[-1.5, 2.0, 0.5], [2.5, -3.0, 0.0]])
@@ -356,7 +357,7 @@ class LiveCounter(Mapping[str, np.ndarray]):
 def test_writer_holds_one_variable_at_a_time(small_model, tmp_path: Path, dtype: str) -> None:
     config, tensors, _ = small_model
     counter = LiveCounter(tensors)
-    ct2_module._ct2_variables(config, counter, dtype)
+    ct2_write._ct2_variables(config, counter, dtype)
     assert counter.most_live == 0  # building the list of variables reads nothing
     write_ct2(tmp_path, config, counter, dtype=dtype)
     assert counter.most_live <= 3  # the parts of one fused q/k/v, never more
@@ -515,9 +516,9 @@ def test_trailing_bytes_and_unknown_tensors(small_model, tmp_path: Path) -> None
     bad.write_bytes((directory / "model.bin").read_bytes() + b"junk")
     with pytest.raises(CheckpointError, match="4 bytes after the last alias"):
         read_ct2(bad)
-    variables = ct2_module._ct2_variables(config, tensors, "float32")
+    variables = ct2_write._ct2_variables(config, tensors, "float32")
     variables["decoder/layer_0/ffn/linear_0/weight_zero"] = np.zeros(32, np.float32)
-    ct2_module._write_model_bin(bad, variables, {"decoder/projection/weight": "decoder/embeddings/weight"})
+    ct2_write._write_model_bin(bad, variables, {"decoder/projection/weight": "decoder/embeddings/weight"})
     with pytest.raises(
         CheckpointError, match="tensors a Whisper model does not: decoder/layer_0/ffn/linear_0/weight_zero"
     ):
@@ -526,21 +527,21 @@ def test_trailing_bytes_and_unknown_tensors(small_model, tmp_path: Path) -> None
 
 def test_untied_projection_is_refused(small_model, tmp_path: Path) -> None:
     config, tensors, _ = small_model
-    variables = ct2_module._ct2_variables(config, tensors, "float32")
+    variables = ct2_write._ct2_variables(config, tensors, "float32")
     variables["decoder/projection/weight"] = variables["decoder/embeddings/weight"] + 1
-    ct2_module._write_model_bin(tmp_path / "model.bin", variables, {})
+    ct2_write._write_model_bin(tmp_path / "model.bin", variables, {})
     with pytest.raises(CheckpointError, match="decoder/projection/weight differs from decoder/embeddings/weight"):
         read_ct2(tmp_path)
     variables["decoder/projection/weight"] = variables["decoder/embeddings/weight"].copy()
-    ct2_module._write_model_bin(tmp_path / "model.bin", variables, {})
+    ct2_write._write_model_bin(tmp_path / "model.bin", variables, {})
     read_ct2(tmp_path)  # an identical copy is a tie
 
 
 def test_missing_layer_tensor_is_named(small_model, tmp_path: Path) -> None:
     config, tensors, _ = small_model
-    variables = ct2_module._ct2_variables(config, tensors, "float32")
+    variables = ct2_write._ct2_variables(config, tensors, "float32")
     del variables["encoder/layer_1/self_attention/linear_1/bias"]
-    ct2_module._write_model_bin(tmp_path / "model.bin", variables, {})
+    ct2_write._write_model_bin(tmp_path / "model.bin", variables, {})
     with pytest.raises(
         CheckpointError, match=r"missing \(1\):\n    model\.encoder\.layers\.1\.self_attn\.out_proj\.bias"
     ):

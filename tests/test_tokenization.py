@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from whisper_multi.errors import TokenizerError
 from whisper_multi.text.tokenization import WhisperTokenizer
-from whisper_multi.text.tokenization_common import lacks_first_merge, repaired_merges
 from whisper_multi.text.tokenization_fast import WhisperTokenizerFast
+from whisper_multi.text.tokenizer_files import lacks_first_merge, repaired_merges
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tokenizer"
 SOURCES = {

@@ -28,7 +28,7 @@ SOUNDFILE_SUFFIXES = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au", ".w64", ".rf64", ".caf"}
 )
 BLOCK_SECONDS = 10  # seconds decoded at a time at the file's own rate
-RESAMPLE_QUALITY = "HQ"  # soxr's default: flat to 0.1 dB up to 95 % of Nyquist, ample for Whisper's 8 kHz band
+RESAMPLE_QUALITY = "HQ"  # soxr's default: its documented passband is ample for Whisper's 8 kHz band
 
 
 @dataclass

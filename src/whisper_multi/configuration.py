@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from whisper_multi.errors import ConfigError
@@ -20,16 +21,23 @@ TRANSFORMERS_VERSION = "4.57.0"  # the format written, for readers that check it
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish", "tanh")
 
+_MULTILINGUAL_VOCAB, _ENGLISH_VOCAB = 51865, 51864
+
+
+def _with_english_only(size: str, d_model: int, layers: int, heads: int) -> dict[str, tuple[int, ...]]:
+    """A size published twice: multilingual, and English-only (".en") with the smaller vocabulary."""
+    return {
+        size: (d_model, layers, heads, _MULTILINGUAL_VOCAB, 80, layers),
+        f"{size}.en": (d_model, layers, heads, _ENGLISH_VOCAB, 80, layers),
+    }
+
+
 # Published dimensions: (d_model, layers, heads, vocab_size, num_mel_bins, decoder_layers).
-_PRESET_DIMENSIONS: dict[str, tuple[int, int, int, int, int, int]] = {
-    "tiny": (384, 4, 6, 51865, 80, 4),
-    "tiny.en": (384, 4, 6, 51864, 80, 4),
-    "base": (512, 6, 8, 51865, 80, 6),
-    "base.en": (512, 6, 8, 51864, 80, 6),
-    "small": (768, 12, 12, 51865, 80, 12),
-    "small.en": (768, 12, 12, 51864, 80, 12),
-    "medium": (1024, 24, 16, 51865, 80, 24),
-    "medium.en": (1024, 24, 16, 51864, 80, 24),
+_PRESET_DIMENSIONS: dict[str, tuple[int, ...]] = {
+    **_with_english_only("tiny", 384, 4, 6),
+    **_with_english_only("base", 512, 6, 8),
+    **_with_english_only("small", 768, 12, 12),
+    **_with_english_only("medium", 1024, 24, 16),
     "large-v1": (1280, 32, 20, 51865, 80, 32),
     "large-v2": (1280, 32, 20, 51865, 80, 32),
     "large-v3": (1280, 32, 20, 51866, 128, 32),
@@ -47,6 +55,14 @@ def _suppress_tokens_for_vocab(vocab_size: int) -> list[int]:
     if vocab_size == 51866:  # large-v3 shifts every special token after the languages by one
         return [t + 1 if t >= 50358 else t for t in tokens]
     return list(tokens)
+
+
+def _indexed_labels(convert: Callable[[], dict[Any, Any]], problem: str) -> dict[Any, Any]:
+    """``convert()``, the labels with their indices as ints; a key or value that is no integer raises ``problem``."""
+    try:
+        return convert()
+    except (TypeError, ValueError) as error:
+        raise ConfigError(problem) from error
 
 
 class _JsonConfig(JsonFileMixin):
@@ -175,12 +191,10 @@ class WhisperConfig(_JsonConfig):
         if self.id2label is not None:
             if not isinstance(self.id2label, dict):
                 raise ConfigError(f"id2label must be a dict of index to label, got {type(self.id2label).__name__}")
-            try:
-                self.id2label = {int(key): str(value) for key, value in self.id2label.items()}
-            except (TypeError, ValueError) as error:
-                raise ConfigError(
-                    f"id2label keys must be integer class indices, got {list(self.id2label)[:10]!r}"
-                ) from error
+            self.id2label = _indexed_labels(
+                lambda: {int(key): str(value) for key, value in self.id2label.items()},
+                f"id2label keys must be integer class indices, got {list(self.id2label)[:10]!r}",
+            )
         if self.id2label is None:
             count = 2 if num_labels is None else num_labels
             if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
@@ -193,12 +207,10 @@ class WhisperConfig(_JsonConfig):
         if self.label2id is None or len(self.label2id) != len(self.id2label):
             self.label2id = {label: index for index, label in self.id2label.items()}
         else:
-            try:
-                self.label2id = {str(key): int(value) for key, value in self.label2id.items()}
-            except (TypeError, ValueError) as error:
-                raise ConfigError(
-                    f"label2id values must be integer class indices, got {list(self.label2id.values())[:10]!r}"
-                ) from error
+            self.label2id = _indexed_labels(
+                lambda: {str(key): int(value) for key, value in self.label2id.items()},
+                f"label2id values must be integer class indices, got {list(self.label2id.values())[:10]!r}",
+            )
 
     @property
     def num_labels(self) -> int:

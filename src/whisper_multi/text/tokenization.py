@@ -19,17 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from whisper_multi.jsonfile import atomic_write_text
-from whisper_multi.text.tokenization_common import (
+from whisper_multi.text.byte_level import BYTE_DECODER, BYTE_ENCODER
+from whisper_multi.text.tokenizer_base import WhisperTokenizerBase
+from whisper_multi.text.tokenizer_files import (
     ADDED_TOKENS_FILE,
-    BYTE_DECODER,
-    BYTE_ENCODER,
     ENDOFTEXT,
     MERGES_FILE,
     VOCAB_FILE,
     TokenizerData,
-    WhisperTokenizerBase,
     load_data_from_paths,
-    load_pretrained_data,
     merges_txt_text,
     write_json,
 )
@@ -61,7 +59,10 @@ def _ranges_of(predicate: Any) -> str:
 
 @cache
 def pretokenizer_pattern() -> re.Pattern[str]:
-    """GPT-2's word pattern with \\p{L}, \\p{N} and \\s spelled out for Python's ``re`` (built once, ~0.2 s)."""
+    """GPT-2's word pattern with \\p{L}, \\p{N} and \\s spelled out for Python's ``re``.
+
+    Built once per process: the letter and number classes come from a scan of every code point.
+    """
     letters = _ranges_of(lambda category: category[0] == "L")
     numbers = _ranges_of(lambda category: category[0] == "N")
     space = _WHITESPACE
@@ -91,14 +92,8 @@ class WhisperTokenizer(WhisperTokenizerBase):
         merges_file: merges.txt.
         normalizer_file: normalizer.json, the English spelling mapping used by ``normalize``.
         errors: how invalid UTF-8 is decoded (``bytes.decode``); "replace" as Transformers and openai-whisper.
-        unk_token, bos_token, eos_token: all "<|endoftext|>" in Whisper.
-        pad_token: None unless set here or in special_tokens_map.json (the published files use "<|endoftext|>").
-        add_prefix_space: put a space before the text, so its first word is encoded as any other.
-        language: name, code or token of the language put in the prefix ("spanish", "es", "<|es|>").
-        task: "transcribe" or "translate", put in the prefix.
-        predict_timestamps: leave <|notimestamps|> out of the prefix.
         tokenizer_file: tokenizer.json, used when vocab_file / merges_file are not given.
-        repair_merges: restore the first merge "Ġ t" when the files lack it (a warning says so either way).
+        The other arguments are the settings both tokenizers take (see ``WhisperTokenizerBase``).
     """
 
     prefer_tokenizer_json = False
@@ -125,30 +120,13 @@ class WhisperTokenizer(WhisperTokenizerBase):
         if _data is None:
             _data = load_data_from_paths(vocab_file, merges_file, tokenizer_file, normalizer_file, False)
         self.errors = errors
-        self._setup(
-            _data,
-            unk_token=unk_token,
-            bos_token=bos_token,
-            eos_token=eos_token,
-            pad_token=pad_token,
-            add_prefix_space=add_prefix_space,
-            language=language,
-            task=task,
-            predict_timestamps=predict_timestamps,
-            clean_up_tokenization_spaces=clean_up_tokenization_spaces,
-            repair_merges=repair_merges,
-        )
+        self._setup(_data, locals())
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike[str], **kwargs: Any) -> WhisperTokenizer:
-        """Load from a local directory holding vocab.json + merges.txt (or tokenizer.json) and companion files.
-
-        Keyword arguments override the settings of tokenizer_config.json and special_tokens_map.json.
-        """
-        data = load_pretrained_data(pretrained_model_name_or_path, prefer_tokenizer_json=cls.prefer_tokenizer_json)
-        options = cls._init_options(data, kwargs)
+    @staticmethod
+    def _init_options(data: TokenizerData, kwargs: dict[str, Any]) -> dict[str, Any]:
+        options = WhisperTokenizerBase._init_options(data, kwargs)
         options.setdefault("errors", data.config.get("errors", "replace"))
-        return cls(_data=data, **options)
+        return options
 
     # --- the BPE -------------------------------------------------------------------------------------------------
 

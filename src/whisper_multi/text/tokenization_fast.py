@@ -1,7 +1,7 @@
 """WhisperTokenizerFast: Whisper's tokenizer over the ``tokenizers`` library.
 
 The library does the byte-level BPE; the Whisper rules (prefix tokens, prompts, timestamps, offsets) are the shared
-ones of ``tokenization_common``, so both tokenizers give the same ids and the same text.
+ones of ``tokenizer_base``, so both tokenizers give the same ids and the same text.
 """
 
 from __future__ import annotations
@@ -9,20 +9,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
 from whisper_multi.errors import TokenizerError
 from whisper_multi.jsonfile import atomic_write_text
-from whisper_multi.text.tokenization_common import (
-    ENDOFTEXT,
-    TOKENIZER_FILE,
-    TokenizerData,
-    WhisperTokenizerBase,
-    load_data_from_paths,
-    load_pretrained_data,
-)
+from whisper_multi.text.tokenizer_base import WhisperTokenizerBase
+from whisper_multi.text.tokenizer_files import ENDOFTEXT, TOKENIZER_FILE, TokenizerData, load_data_from_paths
 
 __all__ = ["WhisperTokenizerFast"]
 
@@ -73,13 +66,7 @@ class WhisperTokenizerFast(WhisperTokenizerBase):
         vocab_file, merges_file: vocab.json and merges.txt, used when no tokenizer_file is given.
         normalizer_file: normalizer.json, the English spelling mapping used by ``normalize``.
         tokenizer_file: tokenizer.json.
-        unk_token, bos_token, eos_token: all "<|endoftext|>" in Whisper.
-        pad_token: None unless set here or in special_tokens_map.json (the published files use "<|endoftext|>").
-        add_prefix_space: put a space before the text, so its first word is encoded as any other.
-        language: name, code or token of the language put in the prefix ("spanish", "es", "<|es|>").
-        task: "transcribe" or "translate", put in the prefix.
-        predict_timestamps: leave <|notimestamps|> out of the prefix.
-        repair_merges: restore the first merge "Ġ t" when the files lack it (a warning says so either way).
+        The other arguments are the settings both tokenizers take (see ``WhisperTokenizerBase``).
     """
 
     prefer_tokenizer_json = True
@@ -104,30 +91,7 @@ class WhisperTokenizerFast(WhisperTokenizerBase):
     ) -> None:
         if _data is None:
             _data = load_data_from_paths(vocab_file, merges_file, tokenizer_file, normalizer_file, True)
-        self._setup(
-            _data,
-            unk_token=unk_token,
-            bos_token=bos_token,
-            eos_token=eos_token,
-            pad_token=pad_token,
-            add_prefix_space=add_prefix_space,
-            language=language,
-            task=task,
-            predict_timestamps=predict_timestamps,
-            clean_up_tokenization_spaces=clean_up_tokenization_spaces,
-            repair_merges=repair_merges,
-        )
-
-    @classmethod
-    def from_pretrained(
-        cls, pretrained_model_name_or_path: str | os.PathLike[str], **kwargs: Any
-    ) -> WhisperTokenizerFast:
-        """Load from a local directory holding tokenizer.json (or vocab.json + merges.txt) and companion files.
-
-        Keyword arguments override the settings of tokenizer_config.json and special_tokens_map.json.
-        """
-        data = load_pretrained_data(pretrained_model_name_or_path, prefer_tokenizer_json=cls.prefer_tokenizer_json)
-        return cls(_data=data, **cls._init_options(data, kwargs))
+        self._setup(_data, locals())
 
     @property
     def backend_tokenizer(self) -> Tokenizer:

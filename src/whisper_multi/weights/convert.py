@@ -361,7 +361,7 @@ def _copy_tokenizer_files(source: Path | None, destination: Path) -> None:
     if not any((destination / name).is_file() for name in ("tokenizer.json", "vocab.json")):
         return
     try:  # a tokenizer that lacks Whisper's first merge is written repaired, so loading it never warns again
-        from whisper_multi.text.tokenization_common import repair_first_merge_in_files
+        from whisper_multi.text.tokenizer_files import repair_first_merge_in_files
 
         repair_first_merge_in_files(destination)
     except WhisperMultiError:
@@ -373,7 +373,7 @@ def _copy_tokenizer_files(source: Path | None, destination: Path) -> None:
         from whisper_multi.text.tokenization_fast import WhisperTokenizerFast
     except ImportError:
         return
-    # Only the class that writes the missing files is built: the fast one costs ~50 MB, the slow one ~35 MB.
+    # Only the class that writes the missing files is built: building a tokenizer costs memory, the fast one more.
     has_fast_file = (destination / "tokenizer.json").is_file()
     tokenizer_class = WhisperTokenizer if has_fast_file else WhisperTokenizerFast
     with tempfile.TemporaryDirectory(dir=destination) as scratch:

