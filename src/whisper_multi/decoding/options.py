@@ -2,10 +2,11 @@
 
 The arguments are Transformers' (``language``, ``task``, ``is_multilingual``, ``return_timestamps``, ``prompt_ids``,
 ``forced_decoder_ids``, ``max_new_tokens`` / ``max_length``, ``num_beams``, ``do_sample`` / ``temperature``, ...),
-read against a ``WhisperGenerationConfig``. The prefix is openai-whisper's sequence: an optional prompt
-(``<|startofprev|>`` and its tokens), ``<|startoftranscript|>``, the language and task tokens of a multilingual model,
-and ``<|notimestamps|>`` unless timestamps are asked for. A language left open on a multilingual model is detected
-per item before decoding (``needs_language_detection``).
+read against a ``WhisperGenerationConfig``. The prefix is openai-whisper's sequence, built by ``decoder_prefix`` (for
+``generate`` and for long-form transcription alike): an optional prompt (``<|startofprev|>`` and its tokens),
+``<|startoftranscript|>``, the language and task tokens of a multilingual model, and ``<|notimestamps|>`` unless
+timestamps are asked for. A language left open on a multilingual model is detected per item before decoding
+(``needs_language_detection``).
 """
 
 from __future__ import annotations
@@ -85,24 +86,27 @@ class GenerationRequest:
 
     @property
     def prefix_length(self) -> int:
-        language_and_task = 0 if self.task is None else 2
-        return len(self.prompt) + 1 + language_and_task + (0 if self.timestamps else 1)
+        # Every row has the same length: a language still to detect takes the place of any language token.
+        placeholder = self.special.sot + 1
+        return len(decoder_prefix(self.special, placeholder, self.task, timestamps=self.timestamps, prompt=self.prompt))
 
     def prefix(self, detected: Sequence[int] | None = None) -> np.ndarray:
         """The forced prefix (batch, prefix_length) int32; ``detected`` fills the languages left open."""
-        rows = []
-        for index, language in enumerate(self.languages):
-            row = [*self.prompt, self.special.sot]
-            if self.task is not None:
-                if language is None:
-                    if detected is None:
-                        raise InputError(f"item {index} has no language: detect it first (detect_language)")
-                    language = int(detected[index])
-                row += [language, self.task]
-            if not self.timestamps:
-                row.append(self.special.no_timestamps)
-            rows.append(row)
+        rows = [
+            decoder_prefix(
+                self.special, self._language(index, detected), self.task, timestamps=self.timestamps, prompt=self.prompt
+            )
+            for index in range(len(self.languages))
+        ]
         return np.asarray(rows, dtype=np.int32)
+
+    def _language(self, index: int, detected: Sequence[int] | None) -> int:
+        language = self.languages[index]
+        if language is not None:
+            return language
+        if detected is None:
+            raise InputError(f"item {index} has no language: detect it first (detect_language)")
+        return int(detected[index])
 
     def plan(self) -> DecodingPlan:
         prefix_length = self.prefix_length
@@ -129,6 +133,36 @@ class GenerationRequest:
             length_penalty=self.length_penalty,
             output_scores=self.output_scores,
         )
+
+
+def decoder_prefix(
+    special: SpecialTokens,
+    language: int | None = None,
+    task: int | None = None,
+    *,
+    timestamps: bool = True,
+    prompt: Sequence[int] = (),
+) -> list[int]:
+    """The forced decoder prefix, openai-whisper's sequence: ``prompt`` (``<|startofprev|>`` and its tokens, see
+    ``prompt_tokens``; empty for none), ``<|startoftranscript|>``, the ``language`` and ``task`` tokens of a
+    multilingual request (``task`` None: an English-only one, which has neither), then ``<|notimestamps|>`` unless
+    ``timestamps``. The one place that spells the prefix: ``generate`` and ``transcribe`` both build theirs here."""
+    prefix = [*prompt, special.sot]
+    if task is not None:
+        if language is None:
+            raise InputError("a multilingual prefix needs its language token: detect the language first")
+        prefix += [language, task]
+    if not timestamps:
+        prefix.append(special.no_timestamps)
+    return prefix
+
+
+def prompt_tokens(special: SpecialTokens, tokens: Sequence[int]) -> tuple[int, ...]:
+    """The prompt part of a prefix: ``<|startofprev|>`` then ``tokens``, unless they start with it already (as
+    ``tokenizer.get_prompt_ids`` makes them)."""
+    if tokens and tokens[0] == special.sot_prev:
+        return tuple(tokens)
+    return (special.sot_prev, *tokens)
 
 
 def _token_list(value: Any) -> list[int]:
@@ -205,15 +239,57 @@ def resolve_request(
     """Check and resolve ``generate``'s arguments (Transformers' names and precedence) into a request."""
     special = special_tokens_for_vocab(vocab_size)
     config = generation_config
+    multilingual = _multilingual(config, special, is_multilingual)
+    if prompt_condition_type not in (None, "first-segment", "all-segments"):
+        raise InputError(f"prompt_condition_type {prompt_condition_type!r}; expected 'first-segment' or 'all-segments'")
+    language, task, timestamps = _language_task_and_timestamps(
+        config, special, language, task, return_timestamps, forced_decoder_ids
+    )
+    languages = _resolve_languages(language, batch_size, multilingual, special, config)
+    _, task_name = resolve_language_and_task(None, task, special, multilingual)
+    prompt = () if prompt_ids is None else prompt_tokens(special, _token_list(prompt_ids))
+    sampling = _temperature(do_sample, temperature)
+    request = GenerationRequest(
+        special=special,
+        batch_size=batch_size,
+        languages=languages,
+        task=special.task_to_id[task_name] if multilingual else None,
+        timestamps=timestamps,
+        prompt=prompt,
+        max_new_tokens=0,
+        num_beams=_beams(num_beams, sampling),
+        temperature=sampling,
+        length_penalty=length_penalty,
+        output_scores=output_scores,
+        suppress_tokens=_tokens(suppress_tokens, config.suppress_tokens),
+        begin_suppress_tokens=_tokens(begin_suppress_tokens, config.begin_suppress_tokens),
+        max_initial_timestamp_index=_given_or(max_initial_timestamp_index, config, "max_initial_timestamp_index"),
+        pad=int(config.pad_token_id if config.pad_token_id is not None else special.eot),
+    )
+    budget = _new_token_budget(request.prefix_length, max_new_tokens, max_length, config, max_target_positions)
+    return replace(request, max_new_tokens=budget)
+
+
+def _multilingual(config: WhisperGenerationConfig, special: SpecialTokens, is_multilingual: bool | None) -> bool:
+    """Whether the prefix has language and task tokens: ``is_multilingual``, else the config's, else the vocabulary's."""
     multilingual = bool(getattr(config, "is_multilingual", special.is_multilingual))
     if is_multilingual is not None:
         multilingual = is_multilingual
     if multilingual and not special.is_multilingual:
-        raise InputError(f"is_multilingual=True, but the vocabulary of {vocab_size} tokens is English-only")
-    if prompt_condition_type not in (None, "first-segment", "all-segments"):
-        raise InputError(f"prompt_condition_type {prompt_condition_type!r}; expected 'first-segment' or 'all-segments'")
+        raise InputError(f"is_multilingual=True, but the vocabulary of {special.vocab_size} tokens is English-only")
+    return multilingual
 
-    # forced_decoder_ids (the old way to choose language and task) count only when neither is given.
+
+def _language_task_and_timestamps(
+    config: WhisperGenerationConfig,
+    special: SpecialTokens,
+    language: str | Sequence[str | None] | None,
+    task: str | None,
+    return_timestamps: bool | None,
+    forced_decoder_ids: Sequence[Sequence[Any]] | None,
+) -> tuple[str | Sequence[str | None] | None, str | None, bool]:
+    """The language, task and timestamps asked for; ``forced_decoder_ids`` (the old way to choose language and task,
+    given or the config's) count only when neither language nor task is given."""
     forced = forced_decoder_ids if forced_decoder_ids is not None else getattr(config, "forced_decoder_ids", None)
     forced_no_timestamps = None
     if forced and language is None and task is None:
@@ -221,55 +297,26 @@ def resolve_request(
     timestamps = bool(getattr(config, "return_timestamps", False)) if return_timestamps is None else return_timestamps
     if return_timestamps is None and forced_no_timestamps:
         timestamps = False
+    return language, task, timestamps
 
-    languages = _resolve_languages(language, batch_size, multilingual, special, config)
-    _, task_name = resolve_language_and_task(None, task, special, multilingual)
-    task_token = special.task_to_id[task_name] if multilingual else None
 
-    prompt: tuple[int, ...] = ()
-    if prompt_ids is not None:
-        tokens = _token_list(prompt_ids)
-        if not tokens or tokens[0] != special.sot_prev:
-            tokens = [special.sot_prev, *tokens]  # tokenizer.get_prompt_ids starts with <|startofprev|>
-        prompt = tuple(tokens)
-
-    sampling = _temperature(do_sample, temperature)
+def _beams(num_beams: int | None, temperature: float) -> int:
     beams = 1 if num_beams is None else int(num_beams)
     if beams < 1:
         raise InputError(f"num_beams must be at least 1, got {num_beams}")
-    if sampling > 0.0 and beams > 1:
+    if temperature > 0.0 and beams > 1:
         raise InputError("sampling (temperature > 0) decodes one beam; pass num_beams=1 or temperature=0")
+    return beams
 
-    request = GenerationRequest(
-        special=special,
-        batch_size=batch_size,
-        languages=languages,
-        task=task_token,
-        timestamps=timestamps,
-        prompt=prompt,
-        max_new_tokens=0,
-        num_beams=beams,
-        temperature=sampling,
-        length_penalty=length_penalty,
-        output_scores=output_scores,
-        suppress_tokens=tuple(
-            int(t) for t in (suppress_tokens if suppress_tokens is not None else config.suppress_tokens or ())
-        ),
-        begin_suppress_tokens=tuple(
-            int(t)
-            for t in (
-                begin_suppress_tokens if begin_suppress_tokens is not None else config.begin_suppress_tokens or ()
-            )
-        ),
-        max_initial_timestamp_index=(
-            max_initial_timestamp_index
-            if max_initial_timestamp_index is not None
-            else getattr(config, "max_initial_timestamp_index", None)
-        ),
-        pad=int(config.pad_token_id if config.pad_token_id is not None else special.eot),
-    )
-    budget = _new_token_budget(request.prefix_length, max_new_tokens, max_length, config, max_target_positions)
-    return replace(request, max_new_tokens=budget)
+
+def _given_or(value: int | None, config: WhisperGenerationConfig, name: str) -> int | None:
+    """``value``, else the config's attribute ``name`` (None where it has none)."""
+    return value if value is not None else getattr(config, name, None)
+
+
+def _tokens(given: Sequence[int] | None, default: Sequence[int] | None) -> tuple[int, ...]:
+    """``given`` token ids, else the config's ``default`` (None: none)."""
+    return tuple(int(token) for token in (given if given is not None else default or ()))
 
 
 def _resolve_languages(

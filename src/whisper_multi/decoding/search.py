@@ -97,16 +97,37 @@ def run_search(
     no_speech_probs = _no_speech_probs(ops, logits[:, 0], plan.no_speech)
     next_logits = logits[:, 1]  # (rows, vocab)
     padding = ops.full((rows, plan.max_length - plan.prefix_length), plan.pad, "int32")
-    tokens = ops.concat([ops.cast(prefix, "int32"), padding], axis=1)  # (rows, max_length)
-    length = ops.asarray(plan.prefix_length, "int32")
-    sum_logprobs = ops.full((rows,), 0.0, "float32")
-
+    start = _Prefilled(
+        tokens=ops.concat([ops.cast(prefix, "int32"), padding], axis=1),
+        length=ops.asarray(plan.prefix_length, "int32"),
+        cache=cache,
+        logits=next_logits,
+        sum_logprobs=ops.full((rows,), 0.0, "float32"),
+    )
     if beams == 1:
-        outputs = _greedy(seam, plan, tokens, length, cache, next_logits, sum_logprobs, encoder_states, rng)
+        outputs = _greedy(seam, plan, start, encoder_states, rng)
     else:
-        outputs = _beam_search(seam, plan, tokens, length, cache, next_logits, sum_logprobs, encoder_states)
+        outputs = _beam_search(seam, plan, start, encoder_states)
     outputs["no_speech_probs"] = no_speech_probs
     return outputs
+
+
+@dataclass
+class _Prefilled:
+    """Where every search starts, once the prefix is decoded."""
+
+    tokens: Any  # (rows, max_length) int32: the prefix, then padding
+    length: Any  # scalar int32: the tokens so far (the prefix)
+    cache: Any  # the decoder cache, filled for the prefix
+    logits: Any  # (rows, vocab): the next token's logits
+    sum_logprobs: Any  # (rows,) float32 zeros
+
+
+def _decode_next(seam: DecoderSeam, next_tokens: Any, cache: Any, encoder_states: Any, length: Any) -> tuple[Any, Any]:
+    """The logits (rows, vocab) after ``next_tokens`` (rows,), written at position ``length``, and the new cache."""
+    ops = seam.ops
+    logits, cache = seam.decode(ops.expand_last(next_tokens), cache, encoder_states, ops.reshape(length, (1,)))
+    return logits[:, 0], cache
 
 
 def _no_speech_probs(ops: ArrayOps, logits: Any, no_speech: int) -> Any:
@@ -130,22 +151,12 @@ def _record_scores(ops: ArrayOps, plan: DecodingPlan, scores: Any, length: Any, 
 # ----------------------------------------------------------------------------------------------------------------
 # Greedy decoding and sampling
 # ----------------------------------------------------------------------------------------------------------------
-def _greedy(
-    seam: DecoderSeam,
-    plan: DecodingPlan,
-    tokens: Any,
-    length: Any,
-    cache: Any,
-    logits: Any,
-    sum_logprobs: Any,
-    encoder_states: Any,
-    rng: Any,
-) -> dict[str, Any]:
+def _greedy(seam: DecoderSeam, plan: DecodingPlan, start: _Prefilled, encoder_states: Any, rng: Any) -> dict[str, Any]:
     ops = seam.ops
-    rows = tokens.shape[0]
+    rows = start.tokens.shape[0]
     finished = ops.full((rows,), False, "bool")
     eot = ops.asarray(plan.eot, "int32")
-    scores = ops.full((plan.max_new_tokens if plan.output_scores else 0, rows, logits.shape[-1]), 0.0, "float32")
+    scores = ops.full((plan.max_new_tokens if plan.output_scores else 0, rows, start.logits.shape[-1]), 0.0, "float32")
 
     def cond(state: State) -> Any:
         _tokens, length, _cache, _logits, _sum_logprobs, finished, _scores = state
@@ -169,11 +180,11 @@ def _greedy(
             scores = _record_scores(ops, plan, scores, length, scaled)
         tokens = _set_column(ops, tokens, length, next_tokens)
         finished = finished | (next_tokens == eot)
-        positions = ops.reshape(length, (1,))
-        new_logits, cache = seam.decode(ops.expand_last(next_tokens), cache, encoder_states, positions)
-        return tokens, length + 1, cache, new_logits[:, 0], sum_logprobs, finished, scores
+        new_logits, cache = _decode_next(seam, next_tokens, cache, encoder_states, length)
+        return tokens, length + 1, cache, new_logits, sum_logprobs, finished, scores
 
-    state = seam.while_loop(cond, body, (tokens, length, cache, logits, sum_logprobs, finished, scores))
+    initial = (start.tokens, start.length, start.cache, start.logits, start.sum_logprobs, finished, scores)
+    state = seam.while_loop(cond, body, initial)
     tokens, length, _, _, sum_logprobs, _, scores = state
     return {"tokens": tokens, "length": length, "sum_logprobs": sum_logprobs, "scores": scores}
 
@@ -181,19 +192,10 @@ def _greedy(
 # ----------------------------------------------------------------------------------------------------------------
 # Beam search
 # ----------------------------------------------------------------------------------------------------------------
-def _beam_search(
-    seam: DecoderSeam,
-    plan: DecodingPlan,
-    tokens: Any,
-    length: Any,
-    cache: Any,
-    logits: Any,
-    sum_logprobs: Any,
-    encoder_states: Any,
-) -> dict[str, Any]:
+def _beam_search(seam: DecoderSeam, plan: DecodingPlan, start: _Prefilled, encoder_states: Any) -> dict[str, Any]:
     ops = seam.ops
     beams = plan.num_beams
-    rows, max_length = tokens.shape[0], tokens.shape[1]
+    rows, max_length = start.tokens.shape[0], start.tokens.shape[1]
     batch = rows // beams
     finished_tokens = ops.full((batch, beams, max_length), plan.pad, "int32")
     finished_scores = ops.full((batch, beams), NEG_INF, "float32")
@@ -216,12 +218,11 @@ def _beam_search(
         next_tokens = ops.reshape(step.live_tokens, (rows,))
         tokens = _set_column(ops, ops.take_rows(tokens, sources), length, next_tokens)
         cache = seam.reorder_cache(cache, sources)
-        positions = ops.reshape(length, (1,))
-        new_logits, cache = seam.decode(ops.expand_last(next_tokens), cache, encoder_states, positions)
+        new_logits, cache = _decode_next(seam, next_tokens, cache, encoder_states, length)
         sum_logprobs = ops.reshape(step.live_scores, (rows,))
-        return (tokens, length + 1, cache, new_logits[:, 0], sum_logprobs, *finished)
+        return (tokens, length + 1, cache, new_logits, sum_logprobs, *finished)
 
-    initial: tuple[Any, ...] = (tokens, length, cache, logits, sum_logprobs)
+    initial: tuple[Any, ...] = (start.tokens, start.length, start.cache, start.logits, start.sum_logprobs)
     initial += (finished_tokens, finished_scores, finished_lengths, finished_count)
     state = seam.while_loop(cond, body, initial)
     tokens, length, _, _, sum_logprobs = state[:5]

@@ -23,7 +23,7 @@ import itertools
 import json
 import os
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,20 +77,6 @@ def alignment_heads_for(model: Any, model_dir: str | os.PathLike[str] | None = N
                 return [(int(layer), int(head)) for layer, head in stored]
     layers, heads_per_layer = model.config.decoder_layers, model.config.decoder_attention_heads
     return [(layer, head) for layer in range(layers // 2, layers) for head in range(heads_per_layer)]
-
-
-def stack_heads(
-    cross_attentions: Sequence[Any], heads: Sequence[tuple[int, int]], to_numpy: Callable[[Any], np.ndarray]
-) -> np.ndarray:
-    """The weights of the ``heads`` (batch, len(heads), tokens, positions) from a model's ``cross_attentions`` (one
-    (batch, heads, tokens, positions) tensor per decoder layer); used by every backend's ``alignment_attention``."""
-    per_layer: dict[int, np.ndarray] = {}
-    chosen = []
-    for layer, head in heads:
-        if layer not in per_layer:
-            per_layer[layer] = to_numpy(cross_attentions[layer]).astype(np.float32)
-        chosen.append(per_layer[layer][:, head])
-    return np.stack(chosen, axis=1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
