@@ -1,10 +1,14 @@
-"""The three model files keep one skeleton: same classes in the same order, same attributes, same forward arguments.
+"""The three model files keep one skeleton: same classes in the same order, same attributes, same forward arguments,
+same methods and same module-level helpers.
 
 The files are parsed with ``ast`` (nothing is imported). For each class the compared *attributes* are the names
 assigned as ``self.<name> = ...`` in its methods, its Linen dataclass fields (class-level annotations) and those of
 its base classes defined in the same file. The *forward arguments* are the parameter names of ``forward`` (PyTorch),
-``call`` (Keras) and ``__call__`` (Linen). Everything a framework needs that PyTorch does not is listed below, each
-with its reason; anything else that differs is drift and fails the suite, naming the class and the names.
+``call`` (Keras) and ``__call__`` (Linen). The *methods* are those a class defines itself (a Flax model: its Linen
+module and its wrapper together), with the constructor (``__init__`` / ``setup``) and the forward pass compared
+under one name each. The *helpers* are the module-level functions; they sit outside the run of mirrored classes.
+Everything that exists in only some frameworks is listed below, each with its reason; anything else that differs is
+drift and fails the suite, naming the class and the names.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SOURCE = Path(__file__).resolve().parent.parent / "src" / "whisper_multi"
 MODEL_FILES = {
@@ -19,8 +24,15 @@ MODEL_FILES = {
     "tf": SOURCE / "tf" / "modeling_tf_whisper.py",
     "flax": SOURCE / "flax" / "modeling_flax_whisper.py",
 }
+# The mixins the models inherit their loading and generation from: the same methods and bases in each backend.
+MIXINS = {
+    "PreTrainedModelMixin": {framework: SOURCE / framework / "loading.py" for framework in ("pt", "tf", "flax")},
+    "WhisperGenerationMixin": {framework: SOURCE / framework / "generation.py" for framework in ("pt", "tf", "flax")},
+}
 CLASS_PREFIX = {"pt": "", "tf": "TF", "flax": "Flax"}
 FORWARD = {"pt": "forward", "tf": "call", "flax": "__call__"}
+CONSTRUCTOR = {"pt": "__init__", "tf": "__init__", "flax": "setup"}
+FRAMEWORKS = ("pt", "tf", "flax")
 
 # --- the exceptions, each with its reason ---------------------------------------------------------------------------
 # TF: private helper layers PyTorch has built in (a positional table layer, an embedding with padding_idx); they come
@@ -52,6 +64,111 @@ FRAMEWORK_ONLY_ATTRIBUTES = {
 # Arguments only a framework's forward takes: Keras' `training`, Linen's `deterministic` (PyTorch: self.training).
 FRAMEWORK_ONLY_ARGUMENTS = {"pt": set(), "tf": {"training"}, "flax": {"deterministic"}}
 
+# Methods, by PyTorch class name ("*": every class), that only some frameworks define -> those frameworks.
+METHODS_NOT_IN_EVERY_FILE: dict[tuple[str, str], tuple[str, ...]] = {
+    # Keras creates a layer's variables in build(), from input sizes; PyTorch and Linen create them at construction.
+    ("*", "build"): ("tf",),
+    # Keras reserves Model.layers for a model's children: the property gives the encoder and decoder their blocks.
+    ("WhisperPreTrainedModel", "layers"): ("tf",),
+    # The output projection is tied to the token embedding: a module in PyTorch, a method reading the table in Keras
+    # and Linen (see ATTRIBUTES_AS_METHODS), so only PyTorch can replace it.
+    ("WhisperForConditionalGeneration", "proj_out"): ("tf", "flax"),
+    ("WhisperForConditionalGeneration", "set_output_embeddings"): ("pt",),
+    # torch.nn.Module has no dtype or device of its own; Keras and the Flax wrapper keep theirs as attributes.
+    ("WhisperPreTrainedModel", "dtype"): ("pt",),
+    ("WhisperPreTrainedModel", "device"): ("pt",),
+    # Linen modules hold no parameters and no state: the embeddings, tying, freezing (an optax mask), weight
+    # initialisation (``init_weights`` of the wrapper) and checkpointing (a module clone) act on the params tree, so
+    # the PyTorch and Keras methods that change a model in place have no Flax module counterpart.
+    ("WhisperPreTrainedModel", "attn_implementation"): ("pt", "tf"),
+    ("WhisperPreTrainedModel", "set_attn_implementation"): ("pt", "tf"),
+    ("WhisperPreTrainedModel", "_init_weights"): ("pt", "tf"),
+    ("WhisperPreTrainedModel", "post_init"): ("pt", "tf"),
+    ("WhisperPreTrainedModel", "tie_weights"): ("pt", "tf"),
+    ("WhisperPreTrainedModel", "gradient_checkpointing_enable"): ("pt", "tf"),
+    ("WhisperPreTrainedModel", "gradient_checkpointing_disable"): ("pt", "tf"),
+    ("WhisperPreTrainedModel", "is_gradient_checkpointing"): ("pt", "tf"),
+    ("WhisperPreTrainedModel", "_run_layer"): ("pt", "tf"),
+    ("WhisperPreTrainedModel", "_layer_dropped"): ("pt", "tf"),  # Flax: the helper _layer_dropped(module, ...)
+    ("WhisperEncoder", "_freeze_parameters"): ("pt", "tf"),
+    ("WhisperDecoder", "get_input_embeddings"): ("pt", "tf"),
+    ("WhisperDecoder", "set_input_embeddings"): ("pt", "tf"),
+    ("WhisperModel", "get_input_embeddings"): ("pt", "tf"),
+    ("WhisperModel", "set_input_embeddings"): ("pt", "tf"),
+    ("WhisperModel", "freeze_encoder"): ("pt", "tf"),
+    ("WhisperForConditionalGeneration", "tie_weights"): ("pt", "tf"),
+    ("WhisperForConditionalGeneration", "get_input_embeddings"): ("pt", "tf"),
+    ("WhisperForConditionalGeneration", "get_output_embeddings"): ("pt", "tf"),
+    ("WhisperForConditionalGeneration", "freeze_encoder"): ("pt", "tf"),
+    ("WhisperForAudioClassification", "freeze_encoder"): ("pt", "tf"),
+    # The Flax wrapper (config + params + module, as in Transformers): its params, their initialisation and shapes,
+    # gradient checkpointing by cloning the module, and one apply for every call.
+    ("WhisperPreTrainedModel", "params"): ("flax",),
+    ("WhisperPreTrainedModel", "_dummy_inputs"): ("flax",),
+    ("WhisperPreTrainedModel", "init_weights"): ("flax",),
+    ("WhisperPreTrainedModel", "params_shapes"): ("flax",),
+    ("WhisperPreTrainedModel", "enable_gradient_checkpointing"): ("flax",),
+    ("WhisperPreTrainedModel", "disable_gradient_checkpointing"): ("flax",),
+    ("WhisperPreTrainedModel", "_apply"): ("flax",),
+    ("WhisperPreTrainedModel", "forward"): ("flax",),  # the wrapper's __call__ applies its module
+    # Flax applies one method of a module at a time: the encoder or decoder alone, and their jitted pure forms.
+    ("WhisperModel", "encode"): ("flax",),
+    ("WhisperModel", "decode"): ("flax",),
+    ("WhisperForConditionalGeneration", "encode"): ("flax",),
+    ("WhisperForConditionalGeneration", "decode"): ("flax",),
+    ("WhisperForConditionalGeneration", "jit_encode"): ("flax",),
+    ("WhisperForConditionalGeneration", "jit_decode_step"): ("flax",),
+    # torch.nn.Module has state_dict / load_state_dict itself and Keras loads variable by variable; the Flax wrapper
+    # converts between canonical tensors and its params tree.
+    ("PreTrainedModelMixin", "from_state_dict"): ("flax",),
+    ("PreTrainedModelMixin", "_from_weights"): ("flax",),
+    ("PreTrainedModelMixin", "load_state_dict"): ("flax",),
+    ("PreTrainedModelMixin", "state_dict"): ("flax",),
+    # PyTorch decodes under torch.no_grad(); TensorFlow and JAX record no gradients unless asked.
+    ("WhisperGenerationMixin", "_inference"): ("pt",),
+}
+
+# Module-level helpers that only some model files define -> those files.
+HELPERS_NOT_IN_EVERY_FILE: dict[str, tuple[str, ...]] = {
+    # The exact GELU: tf.nn.gelu's float64 values are not exact (Keras: the erfc form); jax.nn.gelu defaults to tanh.
+    "_gelu": ("tf",),
+    "_erf_gelu": ("flax",),
+    # What PyTorch has built in (nn.Linear, nn.LayerNorm, F.dropout, Conv1d padding, index_copy, nn.init.normal_).
+    "_linear": ("tf", "flax"),
+    "_layer_norm": ("tf", "flax"),
+    "_dropout": ("tf", "flax"),
+    "_pad_time": ("tf",),
+    "_index_copy": ("tf",),
+    "_normal_like": ("tf",),
+    "_normal": ("flax",),
+    "_token_embedding_init": ("flax",),
+    "_sinusoid_init": ("flax",),
+    "_framework_kwargs": ("flax",),
+    # Keras: building layers from input sizes, dynamic shapes in a traced graph, numpy and recompute_grad in graphs.
+    "_build": ("tf",),
+    "_shape": ("tf",),
+    "_numpy_call": ("tf",),
+    "_recompute": ("tf",),
+    # Flax: pytrees, host callbacks, LayerDrop as a traced choice, the wrapper's arguments, scanned layer stacks.
+    "_register_output_pytrees": ("flax",),
+    "_host_call": ("flax",),
+    "_layer_dropped": ("flax",),
+    "_unless_dropped": ("flax",),
+    "_skipped_decoder_layer": ("flax",),
+    "_module_kwargs": ("flax",),
+    "_as_jax": ("flax",),
+    "_merge": ("flax",),
+    "_last_hidden_state": ("flax",),
+    "_decoder_kwargs": ("flax",),
+    "_spec_augment_masks": ("flax",),
+    "_layer_stack": ("flax",),
+    "_unstack": ("flax",),
+    "_stack_cache": ("flax",),
+    "_unstack_cache": ("flax",),
+    "_run_scanned_encoder": ("flax",),
+    "_run_scanned_decoder": ("flax",),
+}
+
 
 @dataclass
 class ClassShape:
@@ -59,7 +176,9 @@ class ClassShape:
     bases: list[str]
     attributes: set[str] = field(default_factory=set)
     methods: set[str] = field(default_factory=set)
+    own_methods: set[str] = field(default_factory=set)  # defined in the class body, under the shared names
     forward_arguments: list[str] | None = None
+    line: int = 0
 
 
 def _self_attributes(node: ast.ClassDef) -> set[str]:
@@ -84,9 +203,11 @@ def read_classes(path: Path, forward: str) -> list[ClassShape]:
     for node in tree.body:
         if not isinstance(node, ast.ClassDef):
             continue
-        shape = ClassShape(node.name, [ast.unparse(base) for base in node.bases])
+        shape = ClassShape(node.name, [ast.unparse(base) for base in node.bases], line=node.lineno)
         shape.attributes = _self_attributes(node) | _fields(node)
         shape.methods = {s.name for s in node.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        shared_names = {forward: "forward", "setup": "__init__"}
+        shape.own_methods = {shared_names.get(name, name) for name in shape.methods}
         for method in node.body:
             if isinstance(method, ast.FunctionDef) and method.name == forward:
                 arguments = method.args.posonlyargs + method.args.args + method.args.kwonlyargs
@@ -126,6 +247,8 @@ def _counterparts(framework: str, classes: list[ClassShape], problems: list[str]
         if shape.name in {"Flax" + pt for pt in FLAX_MODULE_NAMES}:
             if "FlaxWhisperPreTrainedModel" not in shape.bases:
                 problems.append(f"flax: wrapper {shape.name} must subclass FlaxWhisperPreTrainedModel: {shape.bases}")
+            if kept and kept[-1].name in modules:
+                kept[-1].own_methods |= shape.own_methods  # the module and its wrapper are one PyTorch class
             continue
         kept.append(shape)
     return kept
@@ -166,20 +289,104 @@ def _compare_class(framework: str, reference: ClassShape, shape: ClassShape, pro
         problems.append(f"{where}: {FORWARD[framework]} arguments differ from forward: {detail}")
 
 
-def check_structure(files: dict[str, Path] | None = None) -> list[str]:
-    """Every difference between the skeletons of the three model files, as readable lines (empty: identical)."""
+def _unlisted(present: tuple[str, ...], listed: tuple[str, ...] | None) -> str | None:
+    """Why a name defined in the files ``present`` is drift, or None when it is in every file or listed so."""
+    if present == FRAMEWORKS or present == listed:
+        return None
+    reason = f"defined in {', '.join(present)} only"
+    return reason + (f", but listed for {', '.join(listed)}" if listed else ", with no twin and not listed")
+
+
+def _compare_methods(pt_name: str, shapes: dict[str, ClassShape | None], problems: list[str]) -> None:
+    """A PyTorch class and its mirrors define the same methods, but for those listed in METHODS_NOT_IN_EVERY_FILE."""
+    found = {framework: shape for framework, shape in shapes.items() if shape is not None}
+    if len(found) < len(FRAMEWORKS):
+        return  # a missing class is reported where it is looked for
+    for method in sorted(set().union(*(shape.own_methods for shape in found.values()))):
+        present = tuple(framework for framework in FRAMEWORKS if method in found[framework].own_methods)
+        listed = METHODS_NOT_IN_EVERY_FILE.get((pt_name, method), METHODS_NOT_IN_EVERY_FILE.get(("*", method)))
+        reason = _unlisted(present, listed)
+        if reason:
+            names = ", ".join(found[framework].name for framework in present)
+            problems.append(f"{pt_name}: method {method} is {reason} ({names})")
+
+
+def _mixin_shapes(mixin_files: dict[str, dict[str, Path]], problems: list[str]) -> dict[str, dict[str, Any]]:
+    """Each shared mixin's class in each backend, by PyTorch name; their bases must be the same."""
+    found: dict[str, dict[str, Any]] = {}
+    for pt_name, paths in mixin_files.items():
+        classes = {fw: read_classes(path, FORWARD[fw]) for fw, path in paths.items()}
+        found[pt_name] = {
+            fw: next((shape for shape in shapes if shape.name == CLASS_PREFIX[fw] + pt_name), None)
+            for fw, shapes in classes.items()
+        }
+        for fw, shape in found[pt_name].items():
+            if shape is None:
+                problems.append(f"{fw}: no class {CLASS_PREFIX[fw] + pt_name} in {paths[fw].name}")
+            elif found[pt_name]["pt"] is not None and shape.bases != found[pt_name]["pt"].bases:
+                problems.append(f"{fw}: {shape.name} has bases {shape.bases}, PyTorch's {found[pt_name]['pt'].bases}")
+    return found
+
+
+def read_helpers(path: Path) -> dict[str, int]:
+    """The module-level functions of ``path`` and their lines."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return {node.name: node.lineno for node in tree.body if isinstance(node, ast.FunctionDef)}
+
+
+def _compare_helpers(files: dict[str, Path], classes: dict[str, list[ClassShape]], problems: list[str]) -> None:
+    """Every helper has a twin in the other model files or is listed in HELPERS_NOT_IN_EVERY_FILE, and none sits
+    between two mirrored classes (framework-only code is fenced at the edges of a file)."""
+    helpers = {framework: read_helpers(files[framework]) for framework in FRAMEWORKS}
+    for name in sorted(set().union(*helpers.values())):
+        present = tuple(framework for framework in FRAMEWORKS if name in helpers[framework])
+        reason = _unlisted(present, HELPERS_NOT_IN_EVERY_FILE.get(name))
+        if reason:
+            problems.append(f"helper {name} is {reason}")
+    for framework in FRAMEWORKS:
+        fenced = (*FRAMEWORK_ONLY_CLASSES_FIRST.get(framework, ()), *FRAMEWORK_ONLY_CLASSES_LAST.get(framework, ()))
+        lines = [shape.line for shape in classes[framework] if shape.name not in fenced]
+        for name, line in helpers[framework].items():
+            if lines and min(lines) < line < max(lines):
+                problems.append(
+                    f"{framework}: helper {name} (line {line}) sits between mirrored classes; move it above the "
+                    f"first or below the last"
+                )
+
+
+def check_structure(
+    files: dict[str, Path] | None = None, mixin_files: dict[str, dict[str, Path]] | None = None
+) -> list[str]:
+    """Every difference between the skeletons of the three model files (and of the loading and generation mixins
+    the models inherit), as readable lines (empty: identical)."""
     files = files or MODEL_FILES
-    reference = read_classes(files["pt"], FORWARD["pt"])
+    classes = {framework: read_classes(files[framework], FORWARD[framework]) for framework in FRAMEWORKS}
+    reference = classes["pt"]
     problems: list[str] = []
+    by_framework = {"pt": {shape.name: shape for shape in reference}}
     for framework in ("tf", "flax"):
-        mirrored = _counterparts(framework, read_classes(files[framework], FORWARD[framework]), problems)
+        mirrored = _counterparts(framework, classes[framework], problems)
         expected_order = [_mirrored_name(framework, shape.name) for shape in reference]
         found_order = [shape.name for shape in mirrored]
         if found_order != expected_order:
             problems.append(f"{framework}: classes {found_order}, expected in this order: {expected_order}")
-        by_name = {shape.name: shape for shape in mirrored}
+        by_framework[framework] = {shape.name: shape for shape in mirrored}
         for pt_shape in reference:
-            shape = by_name.get(_mirrored_name(framework, pt_shape.name))
+            shape = by_framework[framework].get(_mirrored_name(framework, pt_shape.name))
             if shape is not None:
                 _compare_class(framework, pt_shape, shape, problems)
+    for pt_name in by_framework["pt"]:
+        shapes = {fw: by_framework[fw].get(_mirrored_name(fw, pt_name)) for fw in FRAMEWORKS}
+        _compare_methods(pt_name, shapes, problems)
+    for pt_name, shapes in _mixin_shapes(mixin_files or MIXINS, problems).items():
+        _compare_methods(pt_name, shapes, problems)
+    _compare_helpers(files, classes, problems)
     return problems
+
+
+if __name__ == "__main__":
+    import sys
+
+    found = check_structure()
+    print("\n".join(found) if found else "the three model files share one skeleton")
+    sys.exit(1 if found else 0)

@@ -47,13 +47,17 @@ class Backend:
         """Whether the framework is installed (without importing it)."""
         return all(importlib.util.find_spec(name.split(".")[0]) is not None for name in self.framework_modules)
 
+    def missing_reason(self) -> str:
+        """What to say (and do) when the framework is not installed."""
+        return (
+            f"backend {self.key!r} needs {self.framework}, which is not installed; "
+            f'run: pip install "whisper-multi[{self.install_extra}]"'
+        )
+
     def module(self, name: str = "") -> ModuleType:
         """The backend's package, or one of its modules (``module("generation")``), imported."""
         if not self.available():
-            raise BackendError(
-                f"backend {self.key!r} needs {self.framework}, which is not installed; "
-                f'run: pip install "whisper-multi[{self.install_extra}]"'
-            )
+            raise BackendError(self.missing_reason())
         return importlib.import_module(f"{self.package}.{name}" if name else self.package)
 
     def model_class(self, head: str = "conditional_generation") -> Any:

@@ -1,7 +1,7 @@
 """``generate`` and ``detect_language`` for the Flax model: the ArrayOps adapter and the decoding seam for JAX.
 
 The decoding logic is the core's (``whisper_multi.decoding``); this file supplies tensor work only. With
-``compiled=True`` (the default) the whole search (prefill, ``lax.while_loop``, rules and beam bookkeeping) is one
+``compiled=True`` (the default here: ``compiled=None`` is ``backends.backend("flax").compiled_by_default``) the whole search (prefill, ``lax.while_loop``, rules and beam bookkeeping) is one
 ``jax.jit`` function of the parameters, compiled once per plan and input shape and kept on the model; the encoder is
 ``jit_encode``. ``compiled=False`` runs the same loop in Python, one jitted decoder step per token.
 
@@ -19,9 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from whisper_multi.decoding import generate as core
-from whisper_multi.decoding.outputs import LanguageDetectionOutput
-from whisper_multi.longform.timing import stack_heads
+from whisper_multi.decoding.mixin import GenerationMixinCore
 
 _TINY = float(np.finfo(np.float32).tiny)
 
@@ -119,8 +117,8 @@ class JaxSeam:
     def transposed_projection(self) -> jax.Array:
         """The token embedding (the tied ``proj_out``) transposed to (d_model, vocab), kept while it is unchanged.
 
-        A one-token step multiplies one row by the whole vocabulary matrix (80 MB for tiny): memory-bound, and XLA
-        on CPU streams the (d_model, vocab) layout about 1.5 times faster than the (vocab, d_model) one.
+        A one-token step multiplies one row by the whole vocabulary matrix: memory-bound, and XLA on CPU streams the
+        (d_model, vocab) layout faster than the (vocab, d_model) one (benchmarks/results.md).
         """
         embedding = self.model.params["model"]["decoder"]["embed_tokens"]["embedding"]
         if self._projection is None or self._projection[0] is not embedding:
@@ -189,10 +187,10 @@ class JaxBackend:
         features = jnp.asarray(np.asarray(input_features), dtype=self.model.dtype)
         return self.model.jit_encode(self.model.params, features)
 
-    def alignment(self, tokens: jax.Array, encoder_states: jax.Array) -> tuple[tuple[jax.Array, ...], jax.Array]:
+    def alignment(self, tokens: np.ndarray, encoder_states: Any) -> tuple[tuple[jax.Array, ...], jax.Array]:
         """(every layer's cross-attention weights, float32 logits) of one decoder pass over ``tokens``, jitted (op
-        by op the pass costs 0.2 s a window), compiled once per token count: long-form word timing pads its tokens
-        to a few counts."""
+        by op the pass is dominated by dispatch), compiled once per token count: long-form word timing pads its
+        tokens to a few counts."""
         if "alignment" not in self._functions:
             model = self.model
 
@@ -201,7 +199,8 @@ class JaxBackend:
                 return tuple(outputs.cross_attentions), outputs.logits.astype(jnp.float32)
 
             self._functions["alignment"] = jax.jit(alignment)
-        return self._functions["alignment"](self.model.params, tokens, encoder_states)
+        tokens = jnp.asarray(np.asarray(tokens, dtype=np.int32))
+        return self._functions["alignment"](self.model.params, tokens, jnp.asarray(encoder_states))
 
     def compile(self, function: Callable[..., Any], key: Hashable) -> Callable[..., Any]:
         if not self.compiled:
@@ -229,12 +228,10 @@ class JaxBackend:
         return jnp.asarray(np.asarray(array, dtype=np.int32))
 
 
-def _backend(model: Any, compiled: bool) -> JaxBackend:
-    return core.cached_backend(model, compiled, JaxBackend)
-
-
-class FlaxWhisperGenerationMixin:
+class FlaxWhisperGenerationMixin(GenerationMixinCore):
     """``generate`` and ``detect_language`` for ``FlaxWhisperForConditionalGeneration``."""
+
+    decoding_backend = JaxBackend
 
     def generate(
         self,
@@ -245,45 +242,15 @@ class FlaxWhisperGenerationMixin:
         output_scores: bool = False,
         prng_key: jax.Array | None = None,
         seed: int | None = None,
-        compiled: bool = True,
+        compiled: bool | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Transcribe or translate up to 30 s of audio per item; the arguments and outputs of the PyTorch model's
-        ``generate`` (``whisper_multi.pt.generation``), with ``prng_key`` or ``seed`` for sampling."""
+        """Transcribe or translate one 30-second window of audio per item; the arguments and outputs of the PyTorch model's
+        ``generate`` (``whisper_multi.pt.generation``), with ``prng_key`` or ``seed`` for sampling. ``compiled``:
+        True runs the search as one ``jax.jit`` function, False as a Python loop of jitted steps; None (the default)
+        takes the backend's ``compiled_by_default`` (``whisper_multi.backends``), True for Flax."""
         if prng_key is None:
             prng_key = jax.random.PRNGKey(0 if seed is None else seed)
-        return core.generate(
-            _backend(self, compiled),
-            self,
-            input_features,
-            rng=prng_key,
-            return_dict_in_generate=return_dict_in_generate,
-            output_scores=output_scores,
-            generation_config=generation_config,
-            **kwargs,
+        return self._generate(
+            input_features, prng_key, compiled, generation_config, return_dict_in_generate, output_scores, kwargs
         )
-
-    def detect_language(self, input_features: Any, compiled: bool = True) -> LanguageDetectionOutput:
-        """The most likely language of each item and every language's probability (see the PyTorch model's)."""
-        return core.detect_language(_backend(self, compiled), self.config, input_features)
-
-    def encode_audio(self, input_features: Any, compiled: bool = True) -> jax.Array:
-        """The encoder's last hidden state (batch, positions, d_model), computed as ``generate`` computes it: pass it
-        as ``generate(encoder_outputs=...)`` and ``alignment_attention(encoder_states=...)`` to encode once."""
-        return _backend(self, compiled).encode(input_features)
-
-    def alignment_attention(
-        self,
-        input_features: Any,
-        decoder_input_ids: Any,
-        alignment_heads: list[tuple[int, int]],
-        encoder_states: Any = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """For word timing: the cross-attention weights of ``alignment_heads`` and the logits of one forward pass,
-        in numpy (see the PyTorch model's)."""
-        backend = _backend(self, False)
-        if encoder_states is None:
-            encoder_states = self.encode_audio(input_features)
-        tokens = jnp.asarray(np.asarray(decoder_input_ids, dtype=np.int32))
-        cross_attentions, logits = backend.alignment(tokens, jnp.asarray(encoder_states))
-        return stack_heads(cross_attentions, alignment_heads, backend.to_numpy), backend.to_numpy(logits)

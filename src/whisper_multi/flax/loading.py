@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ import numpy as np
 from whisper_multi.configuration import WhisperConfig
 from whisper_multi.errors import CheckpointError
 from whisper_multi.weights import pretrained
+from whisper_multi.weights.loading import CheckpointLoadingMixin, architecture_name, warn_fresh_parameters
 from whisper_multi.weights.table import (
     canonical_parameters,
     check_state_dict,
@@ -148,8 +148,9 @@ def check_params(params: Params, expected: Params, source: str) -> None:
 
 
 # --- the mixin -----------------------------------------------------------------------------------------------------
-class FlaxPreTrainedModelMixin:
-    """Loading and saving for ``FlaxWhisperPreTrainedModel`` subclasses (which set config, head and params)."""
+class FlaxPreTrainedModelMixin(CheckpointLoadingMixin):
+    """Loading and saving for ``FlaxWhisperPreTrainedModel`` subclasses (which set config, head and params);
+    ``from_ct2`` is the shared one."""
 
     config: WhisperConfig
     head: str
@@ -197,12 +198,7 @@ class FlaxPreTrainedModelMixin:
         if fresh:
             # A speech-to-text checkpoint brings only the encoder: the classifier starts from its initialisation.
             initial = state_dict_from_params(weights.config, model.params, cls.head, model.scan_layers)
-            warnings.warn(
-                f"{weights.source} has no classification head; these parameters are newly initialised: "
-                f"{', '.join(weights.not_in_checkpoint)}",
-                UserWarning,
-                stacklevel=3,
-            )
+            warn_fresh_parameters(weights, stacklevel=3)
             tensors.update({name: initial[name] for name in weights.not_in_checkpoint})
         model.load_state_dict(tensors, weights.source)
         return model
@@ -230,7 +226,7 @@ class FlaxPreTrainedModelMixin:
         """Write ``config.json`` and the canonical ``model.safetensors`` (sharded above ``max_shard_size``)."""
         tensors = self.state_dict(params)
         config = self.config
-        config.architectures = [type(self).__name__.removeprefix("Flax")]  # the class every backend knows
+        config.architectures = [architecture_name(self)]
         config.torch_dtype = str(next(iter(tensors.values())).dtype)
         return pretrained.save_pretrained(path, config, tensors, self.head, max_shard_size)
 

@@ -36,6 +36,7 @@ from whisper_multi.configuration import WhisperConfig
 from whisper_multi.errors import InputError
 from whisper_multi.flax.generation import FlaxWhisperGenerationMixin
 from whisper_multi.flax.loading import FlaxPreTrainedModelMixin
+from whisper_multi.modeling import arguments
 from whisper_multi.modeling.outputs import (
     BaseModelOutput,
     BaseModelOutputWithPastAndCrossAttentions,
@@ -47,13 +48,6 @@ from whisper_multi.modeling.outputs import (
 )
 from whisper_multi.modeling.utils import (
     IGNORE_INDEX,
-    check_cache_length,
-    check_decoder_length,
-    check_head_mask_shape,
-    check_input_features_dtype,
-    check_input_features_shape,
-    check_token_ids_shape,
-    check_token_ids_values,
     compute_mask_indices,
     expected_num_frames,
     shift_tokens_right,
@@ -61,8 +55,6 @@ from whisper_multi.modeling.utils import (
 )
 
 LayerCache = tuple[Any, Any, Any, Any]  # (self_k, self_v, cross_k, cross_v); the cross pair may be None
-
-ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 def _quick_gelu(x: jax.Array) -> jax.Array:
@@ -101,13 +93,6 @@ def _token_id_range(ids: jax.Array) -> tuple[int, int] | None:
 def _at_least_float32(x: jax.Array) -> jax.Array:
     """Half precision in float32 for the softmax and the loss; float32 and float64 as they are."""
     return x if x.dtype in (jnp.float32, jnp.float64) else x.astype(jnp.float32)
-
-
-def _config_flag(config: WhisperConfig, name: str, value: bool | None, default: bool) -> bool:
-    """An explicit argument wins, then the config's attribute, then the default."""
-    if value is not None:
-        return value
-    return bool(getattr(config, name, default))
 
 
 # --- Flax only: pytrees, initialisers, dropout ----------------------------------------------------------------------
@@ -171,6 +156,26 @@ def _unless_dropped(dropped: jax.Array | None, skipped: Any, computed: Any) -> A
     if dropped is None:
         return computed
     return jax.tree_util.tree_map(lambda s, c: jnp.where(dropped, s, c), skipped, computed)
+
+
+def _framework_kwargs(module: nn.Module) -> dict[str, Any]:
+    return {"init_std": module.config.init_std, "dtype": module.dtype, "param_dtype": module.param_dtype}
+
+
+def _linear(module: nn.Module, features: int, use_bias: bool = True) -> nn.Dense:
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        dtype=module.dtype,
+        param_dtype=module.param_dtype,
+        kernel_init=_normal(module.config.init_std),
+    )
+
+
+def _layer_norm(module: nn.Module) -> nn.LayerNorm:
+    # PyTorch's epsilon, and its two-pass variance: Linen's default one-pass E[x^2] - E[x]^2 cancels digits where the
+    # residual stream's mean is large, and the final layer norm multiplies that error into every logit.
+    return nn.LayerNorm(epsilon=1e-5, dtype=module.dtype, param_dtype=module.param_dtype, use_fast_variance=False)
 
 
 def _host_call(function: Callable[..., np.ndarray], result: jax.ShapeDtypeStruct, *args: Any) -> jax.Array:
@@ -278,7 +283,7 @@ class FlaxWhisperAttention(nn.Module):
         dropout = 0.0 if deterministic else self.dropout
         fused = self.attn_implementation == "sdpa" and not output_attentions and layer_head_mask is None
         # XLA has no fused kernel on CPU: there the call is the product below plus a transpose of the keys and values
-        # each way (22% slower on the encoder, and per step on the cached audio pairs), so CPU takes the product.
+        # each way (slower on the encoder, and per step on the cached audio pairs), so CPU takes the product.
         if fused and not dropout and jax.default_backend() != "cpu":
             # Fused kernel; the query is already scaled. It takes (batch, time, heads, head_dim).
             wv = jax.nn.dot_product_attention(
@@ -290,7 +295,7 @@ class FlaxWhisperAttention(nn.Module):
             )
             return wv.transpose(0, 2, 1, 3), None  # (batch, heads, time, head_dim)
         # Contracting head_dim of both directly: with ``q @ k.swapaxes(-1, -2)`` XLA on CPU wrote a transposed copy
-        # of the keys first, every decoding step (2.3 MB per layer for the cached audio keys of tiny).
+        # of the keys first, every decoding step (a copy of each layer's cached audio keys).
         qk = jnp.einsum("bhqd,bhkd->bhqk", q, k)  # (batch, heads, query_time, key_time)
         if attention_mask is not None:
             qk = qk + attention_mask
@@ -439,27 +444,6 @@ class FlaxWhisperDecoderLayer(nn.Module):
         return hidden_states, self_attn_weights, cross_attn_weights, (self_cache[0], self_cache[1], cross_k, cross_v)
 
 
-# --- Flax only: sublayer factories -------------------------------------------------------------------------------
-def _framework_kwargs(module: nn.Module) -> dict[str, Any]:
-    return {"init_std": module.config.init_std, "dtype": module.dtype, "param_dtype": module.param_dtype}
-
-
-def _linear(module: nn.Module, features: int, use_bias: bool = True) -> nn.Dense:
-    return nn.Dense(
-        features,
-        use_bias=use_bias,
-        dtype=module.dtype,
-        param_dtype=module.param_dtype,
-        kernel_init=_normal(module.config.init_std),
-    )
-
-
-def _layer_norm(module: nn.Module) -> nn.LayerNorm:
-    # PyTorch's epsilon, and its two-pass variance: Linen's default one-pass E[x^2] - E[x]^2 cancels digits where the
-    # residual stream's mean is large, and the final layer norm multiplies that error into every logit.
-    return nn.LayerNorm(epsilon=1e-5, dtype=module.dtype, param_dtype=module.param_dtype, use_fast_variance=False)
-
-
 # ======================================================================================================================
 # Models
 # ======================================================================================================================
@@ -486,12 +470,7 @@ class FlaxWhisperPreTrainedModel(FlaxPreTrainedModelMixin):
     ):
         if not isinstance(config, WhisperConfig):
             raise TypeError(f"{type(self).__name__} expects a WhisperConfig, got {type(config).__name__}")
-        implementation = attn_implementation or getattr(config, "_attn_implementation", None) or "sdpa"
-        if implementation not in ATTENTION_IMPLEMENTATIONS:
-            raise InputError(
-                f"attn_implementation {implementation!r} is not supported; expected one of "
-                f"{', '.join(ATTENTION_IMPLEMENTATIONS)}"
-            )
+        implementation = arguments.attn_implementation(config, attn_implementation)
         self.config = config
         self.dtype = jnp.dtype(dtype)
         self.param_dtype = jnp.dtype(param_dtype)
@@ -626,18 +605,13 @@ class FlaxWhisperEncoder(nn.Module):
         return_dict: bool | None = None,
         deterministic: bool = True,
     ) -> BaseModelOutput | tuple[Any, ...]:
-        """``attention_mask`` is accepted for compatibility and unused: Whisper always sees 30 s of features."""
-        output_attentions = _config_flag(self.config, "output_attentions", output_attentions, False)
-        output_hidden_states = _config_flag(self.config, "output_hidden_states", output_hidden_states, False)
-        return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
-        check_input_features_shape(input_features.shape, self.config)
-        check_input_features_dtype(input_features.dtype)
-        if head_mask is not None:
-            check_head_mask_shape(head_mask.shape, self.config.encoder_layers, self.config.encoder_attention_heads, "head_mask")  # fmt: skip
+        """``attention_mask`` is accepted for compatibility and unused: Whisper always sees a whole 30-second window."""
+        resolved = arguments.encoder_call(
+            self.config, input_features, head_mask, output_attentions, output_hidden_states, return_dict
+        )
         input_features = input_features.astype(self.dtype)
-        input_features = input_features.transpose(
-            0, 2, 1
-        )  # (batch, frames, n_mels): Flax convolutions are channels-last
+        # Flax convolutions are channels-last: (batch, n_mels, frames) -> (batch, frames, n_mels), once, here.
+        input_features = input_features.transpose(0, 2, 1)
 
         hidden_states = jax.nn.gelu(self.conv1(input_features), approximate=False)
         hidden_states = jax.nn.gelu(self.conv2(hidden_states), approximate=False)  # (batch, positions, d_model)
@@ -648,18 +622,18 @@ class FlaxWhisperEncoder(nn.Module):
 
         if self.scan_layers:
             hidden_states, all_hidden_states, all_attentions = _run_scanned_encoder(
-                self.layers, hidden_states, head_mask, output_attentions, output_hidden_states, deterministic,
-                self.config.encoder_layers,
+                self.layers, hidden_states, head_mask, resolved.output_attentions, resolved.output_hidden_states,
+                deterministic, self.config.encoder_layers,
             )  # fmt: skip
         else:
-            all_hidden_states: tuple[jax.Array, ...] | None = () if output_hidden_states else None
-            all_attentions: tuple[Any, ...] | None = () if output_attentions else None
+            all_hidden_states: tuple[jax.Array, ...] | None = () if resolved.output_hidden_states else None
+            all_attentions: tuple[Any, ...] | None = () if resolved.output_attentions else None
             for index, layer in enumerate(self.layers):
                 if all_hidden_states is not None:
                     all_hidden_states += (hidden_states,)
                 dropped = _layer_dropped(self, self.layerdrop, deterministic)
                 layer_head_mask = None if head_mask is None else head_mask[index]
-                layer_outputs = layer(hidden_states, layer_head_mask, output_attentions, deterministic)
+                layer_outputs = layer(hidden_states, layer_head_mask, resolved.output_attentions, deterministic)
                 attn_weights = layer_outputs[1]
                 skipped = (hidden_states, None if attn_weights is None else jnp.zeros_like(attn_weights))
                 hidden_states, attn_weights = _unless_dropped(dropped, skipped, layer_outputs)
@@ -672,7 +646,7 @@ class FlaxWhisperEncoder(nn.Module):
         output = BaseModelOutput(
             last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
         )
-        return output if return_dict else output.to_tuple()
+        return output if resolved.return_dict else output.to_tuple()
 
 
 class FlaxWhisperDecoder(nn.Module):
@@ -707,10 +681,7 @@ class FlaxWhisperDecoder(nn.Module):
 
         Decode with it by passing ``cache_position`` (the positions being written) at every step. Needs no params.
         """
-        max_length = self.config.max_target_positions if max_length is None else max_length
-        check_decoder_length(0, max_length, self.config, name="the static cache")
-        heads = self.config.decoder_attention_heads
-        shape = (batch_size, heads, max_length, self.config.d_model // heads)  # (batch, heads, time, head_dim)
+        shape = arguments.static_cache_shape(self.config, batch_size, max_length)  # (batch, heads, time, head_dim)
         return tuple(
             (jnp.zeros(shape, self.dtype), jnp.zeros(shape, self.dtype), None, None)
             for _ in range(self.config.decoder_layers)
@@ -730,12 +701,7 @@ class FlaxWhisperDecoder(nn.Module):
         allowed = key_positions[None, :] <= query_positions[:, None]  # (query_time, key_time)
         allowed = allowed[None, None]  # (1, 1, query_time, key_time)
         if attention_mask is not None:
-            too_short = attention_mask.shape[-1] < key_length and not static
-            if attention_mask.shape[-1] > key_length or too_short or attention_mask.shape[0] != batch_size:
-                raise InputError(
-                    f"decoder_attention_mask has shape {tuple(attention_mask.shape)}, expected ({batch_size}, "
-                    f"{key_length}) = (batch, cached + new positions)"
-                )
+            arguments.check_decoder_attention_mask(attention_mask, batch_size, key_length, static)
             # A static cache is longer than the positions written so far: the rest is hidden by causality.
             padding = jnp.ones((batch_size, key_length - attention_mask.shape[-1]), attention_mask.dtype)
             keys_kept = jnp.concatenate([attention_mask, padding], axis=-1).astype(bool)
@@ -761,41 +727,24 @@ class FlaxWhisperDecoder(nn.Module):
         cache_position: jax.Array | None = None,
         deterministic: bool = True,
     ) -> BaseModelOutputWithPastAndCrossAttentions | tuple[Any, ...]:
-        output_attentions = _config_flag(self.config, "output_attentions", output_attentions, False)
-        output_hidden_states = _config_flag(self.config, "output_hidden_states", output_hidden_states, False)
-        use_cache = _config_flag(self.config, "use_cache", use_cache, True)
-        return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
-        if self.gradient_checkpointing and not deterministic:
-            use_cache = False  # checkpointed layers are recomputed; a cache would be built twice
-        if (input_ids is None) == (inputs_embeds is None):
-            raise InputError("pass exactly one of decoder_input_ids and decoder_inputs_embeds")
+        resolved = arguments.decoder_call(
+            self.config, input_ids, inputs_embeds, head_mask, cross_attn_head_mask, past_key_values, cache_position,
+            (use_cache, output_attentions, output_hidden_states, return_dict), _token_id_range,
+            checkpointing=self.gradient_checkpointing and not deterministic,
+        )  # fmt: skip
         if inputs_embeds is None:
-            check_token_ids_shape(input_ids.shape)
-            check_token_ids_values(input_ids.dtype, lambda: _token_id_range(input_ids), self.config.vocab_size)
             inputs_embeds = self.embed_tokens(input_ids)
             if self.padding_idx is not None:
                 # PyTorch's padding_idx: looking up the pad token sends no gradient to its row.
                 is_pad = (input_ids == self.padding_idx)[..., None]  # (batch, time, 1)
                 inputs_embeds = jnp.where(is_pad, jax.lax.stop_gradient(inputs_embeds), inputs_embeds)
         batch_size, length = inputs_embeds.shape[0], inputs_embeds.shape[1]
-        layers = self.config.decoder_layers
-        for mask, name in ((head_mask, "decoder_head_mask"), (cross_attn_head_mask, "cross_attn_head_mask")):
-            if mask is not None:
-                check_head_mask_shape(mask.shape, layers, self.config.decoder_attention_heads, name)
-        if past_key_values is not None:
-            check_cache_length(past_key_values, layers)
 
-        if cache_position is not None:
-            if past_key_values is None:
-                raise InputError("cache_position needs a preallocated cache: pass past_key_values=init_cache(...)")
+        if resolved.static:
             # Static cache: the keys span the whole preallocated length; the written positions are given.
-            key_length = past_key_values[0][0].shape[2]
             query_positions = cache_position
         else:
-            past_length = 0 if past_key_values is None else past_key_values[0][0].shape[2]
-            check_decoder_length(past_length, length, self.config)
-            key_length = past_length + length
-            query_positions = jnp.arange(past_length, key_length)
+            query_positions = jnp.arange(resolved.past_length, resolved.key_length)
         if position_ids is None:
             position_ids = query_positions[None, :]  # (1, time)
 
@@ -805,21 +754,22 @@ class FlaxWhisperDecoder(nn.Module):
             causal_mask = None  # one new token may look at every cached one
         else:
             causal_mask = self._causal_mask(
-                attention_mask, query_positions, key_length, batch_size, hidden_states.dtype, cache_position is not None
+                attention_mask, query_positions, resolved.key_length, batch_size, hidden_states.dtype, resolved.static
             )
 
         if self.scan_layers:
             hidden_states, next_cache, all_hidden_states, all_self_attentions, all_cross_attentions = (
                 _run_scanned_decoder(
                     self.layers, hidden_states, causal_mask, encoder_hidden_states, head_mask, cross_attn_head_mask,
-                    past_key_values, output_attentions, output_hidden_states, cache_position, deterministic, layers,
+                    past_key_values, resolved.output_attentions, resolved.output_hidden_states, cache_position,
+                    deterministic, self.config.decoder_layers,
                 )
             )  # fmt: skip
         else:
-            all_hidden_states: tuple[jax.Array, ...] | None = () if output_hidden_states else None
-            all_self_attentions: tuple[Any, ...] | None = () if output_attentions else None
+            all_hidden_states: tuple[jax.Array, ...] | None = () if resolved.output_hidden_states else None
+            all_self_attentions: tuple[Any, ...] | None = () if resolved.output_attentions else None
             all_cross_attentions: tuple[Any, ...] | None = (
-                () if output_attentions and encoder_hidden_states is not None else None
+                () if resolved.output_attentions and encoder_hidden_states is not None else None
             )
             next_cache: list[LayerCache] = []
             for index, layer in enumerate(self.layers):
@@ -834,7 +784,7 @@ class FlaxWhisperDecoder(nn.Module):
                     None if head_mask is None else head_mask[index],
                     None if cross_attn_head_mask is None else cross_attn_head_mask[index],
                     past_key_value,
-                    output_attentions,
+                    resolved.output_attentions,
                     cache_position,
                     deterministic,
                 )
@@ -853,12 +803,12 @@ class FlaxWhisperDecoder(nn.Module):
 
         output = BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=hidden_states,
-            past_key_values=next_cache if use_cache else None,
+            past_key_values=next_cache if resolved.use_cache else None,
             hidden_states=all_hidden_states,
             attentions=all_self_attentions,
             cross_attentions=all_cross_attentions,
         )
-        return output if return_dict else output.to_tuple()
+        return output if resolved.return_dict else output.to_tuple()
 
 
 class FlaxWhisperModule(nn.Module):
@@ -921,11 +871,9 @@ class FlaxWhisperModule(nn.Module):
         cache_position: jax.Array | None = None,
         deterministic: bool = True,
     ) -> Seq2SeqModelOutput | tuple[Any, ...]:
-        return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
+        return_dict = arguments.config_flag(self.config, "use_return_dict", return_dict, True)
         if encoder_outputs is None:
-            if input_features is None:
-                raise InputError("pass input_features (batch, num_mel_bins, frames) or encoder_outputs")
-            check_input_features_shape(input_features.shape, self.config)
+            arguments.check_encoder_inputs(input_features, self.config)
             input_features = self._mask_input_features(input_features, attention_mask, deterministic)
             encoder_outputs = self.encoder(
                 input_features,
@@ -935,12 +883,8 @@ class FlaxWhisperModule(nn.Module):
                 return_dict=True,
                 deterministic=deterministic,
             )
-        elif not isinstance(encoder_outputs, BaseModelOutput):
-            encoder_outputs = BaseModelOutput(
-                last_hidden_state=encoder_outputs[0],
-                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
-                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
-            )
+        else:
+            encoder_outputs = arguments.as_encoder_output(encoder_outputs, BaseModelOutput)
 
         decoder_outputs = self.decoder(
             input_ids=decoder_input_ids,
@@ -1039,10 +983,9 @@ class FlaxWhisperForConditionalGenerationModule(nn.Module):
     ) -> Seq2SeqLMOutput | tuple[Any, ...]:
         """``labels`` (batch, time): next-token targets, -100 where no loss is wanted; the decoder inputs are the
         labels shifted right behind ``decoder_start_token_id`` unless given."""
-        return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
+        return_dict = arguments.config_flag(self.config, "use_return_dict", return_dict, True)
         if labels is not None:
-            check_token_ids_shape(labels.shape, name="labels")
-            check_decoder_length(0, labels.shape[1], self.config, name="labels")
+            arguments.check_labels(labels, self.config)
             if decoder_input_ids is None and decoder_inputs_embeds is None:
                 shifted = functools.partial(
                     shift_tokens_right,
@@ -1097,7 +1040,7 @@ class FlaxWhisperForConditionalGenerationModule(nn.Module):
 
     def decode(self, decoder_input_ids: jax.Array, encoder_outputs: Any = None, **kwargs: Any) -> Any:
         encoder_hidden_states = _last_hidden_state(encoder_outputs)
-        return_dict = _config_flag(self.config, "use_return_dict", kwargs.pop("return_dict", None), True)
+        return_dict = arguments.config_flag(self.config, "use_return_dict", kwargs.pop("return_dict", None), True)
         outputs = self.model.decoder(
             decoder_input_ids, encoder_hidden_states=encoder_hidden_states, return_dict=True, **_decoder_kwargs(kwargs)
         )
@@ -1229,12 +1172,10 @@ class FlaxWhisperForAudioClassificationModule(nn.Module):
         return_dict: bool | None = None,
         deterministic: bool = True,
     ) -> SequenceClassifierOutput | tuple[Any, ...]:
-        return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
-        if self.config.use_weighted_layer_sum:
-            output_hidden_states = True  # the weighted sum reads every layer's output
+        return_dict = arguments.config_flag(self.config, "use_return_dict", return_dict, True)
+        output_hidden_states = arguments.classifier_hidden_states(self.config, output_hidden_states)
         if encoder_outputs is None:
-            if input_features is None:
-                raise InputError("pass input_features (batch, num_mel_bins, frames) or encoder_outputs")
+            arguments.check_encoder_inputs(input_features)
             encoder_outputs = self.encoder(
                 input_features,
                 head_mask=head_mask,
@@ -1243,12 +1184,8 @@ class FlaxWhisperForAudioClassificationModule(nn.Module):
                 return_dict=True,
                 deterministic=deterministic,
             )
-        elif not isinstance(encoder_outputs, BaseModelOutput):
-            encoder_outputs = BaseModelOutput(
-                last_hidden_state=encoder_outputs[0],
-                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
-                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
-            )
+        else:
+            encoder_outputs = arguments.as_encoder_output(encoder_outputs, BaseModelOutput)
 
         if self.layer_weights is not None:
             hidden_states = jnp.stack(encoder_outputs.hidden_states, axis=1)  # (batch, layers, positions, d_model)
@@ -1499,3 +1436,19 @@ def _run_scanned_decoder(
     all_cross_attentions = _unstack(cross_attentions, count) if cross else None
     next_cache = _unstack_cache(stacked_cache, count)
     return hidden_states, next_cache, all_hidden_states, all_self_attentions, all_cross_attentions
+
+
+__all__ = [
+    "FlaxWhisperAttention",
+    "FlaxWhisperDecoder",
+    "FlaxWhisperDecoderLayer",
+    "FlaxWhisperEncoder",
+    "FlaxWhisperEncoderLayer",
+    "FlaxWhisperForAudioClassification",
+    "FlaxWhisperForAudioClassificationModule",
+    "FlaxWhisperForConditionalGeneration",
+    "FlaxWhisperForConditionalGenerationModule",
+    "FlaxWhisperModel",
+    "FlaxWhisperModule",
+    "FlaxWhisperPreTrainedModel",
+]

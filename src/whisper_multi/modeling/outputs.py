@@ -94,3 +94,13 @@ class SequenceClassifierOutput(ModelOutput):
     logits: Tensor | None = None
     hidden_states: tuple[Tensor, ...] | None = None
     attentions: tuple[Tensor, ...] | None = None
+
+
+__all__ = [
+    "BaseModelOutput",
+    "BaseModelOutputWithPastAndCrossAttentions",
+    "ModelOutput",
+    "Seq2SeqLMOutput",
+    "Seq2SeqModelOutput",
+    "SequenceClassifierOutput",
+]

@@ -33,7 +33,7 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.
 
 # --- input checks --------------------------------------------------------------------------------------------------
 def expected_num_frames(config: Any) -> int:
-    """Mel frames the encoder accepts: twice its positions, because conv2 halves the time axis (3000 for 30 s)."""
+    """Mel frames the encoder accepts: twice its positions, because conv2 halves the time axis (3000 for a 30-second window)."""
     return int(config.max_source_positions) * CONV2_STRIDE
 
 

@@ -2,40 +2,9 @@
 
 from __future__ import annotations
 
-from whisper_multi.pt.modeling_whisper import (
-    WhisperAttention,
-    WhisperDecoder,
-    WhisperDecoderLayer,
-    WhisperEncoder,
-    WhisperEncoderLayer,
-    WhisperForAudioClassification,
-    WhisperForConditionalGeneration,
-    WhisperModel,
-    WhisperPreTrainedModel,
-)
-from whisper_multi.pt.outputs import (
-    BaseModelOutput,
-    BaseModelOutputWithPastAndCrossAttentions,
-    ModelOutput,
-    Seq2SeqLMOutput,
-    Seq2SeqModelOutput,
-    SequenceClassifierOutput,
-)
+from whisper_multi.modeling import outputs as shared
+from whisper_multi.pt import modeling_whisper
+from whisper_multi.pt.modeling_whisper import *  # noqa: F403 (the names in its __all__)
+from whisper_multi.pt.outputs import *  # noqa: F403 (the output classes)
 
-__all__ = [
-    "BaseModelOutput",
-    "BaseModelOutputWithPastAndCrossAttentions",
-    "ModelOutput",
-    "Seq2SeqLMOutput",
-    "Seq2SeqModelOutput",
-    "SequenceClassifierOutput",
-    "WhisperAttention",
-    "WhisperDecoder",
-    "WhisperDecoderLayer",
-    "WhisperEncoder",
-    "WhisperEncoderLayer",
-    "WhisperForAudioClassification",
-    "WhisperForConditionalGeneration",
-    "WhisperModel",
-    "WhisperPreTrainedModel",
-]
+__all__ = [*modeling_whisper.__all__, *shared.__all__]

@@ -1,22 +1,21 @@
 """One decoding step of one new token per row, for the eager ``generate`` loop: the decoder's weights in the layouts
 that CPU kernels stream fastest, and attention over the written cache positions only.
 
-A step multiplies one row per beam by every decoder matrix and by the vocabulary matrix: memory-bound work (tiny
-reads 33 MB of decoder weights, 18 MB of audio keys and values and an 80 MB vocabulary matrix per token). Measured
-on a 2-core CPU (``benchmarks/bench_generation.py``), what the model's ``forward`` leaves on the table is:
+A step multiplies one row per beam by every decoder matrix and by the vocabulary matrix: memory-bound work (every
+decoder weight, the audio keys and values and the whole vocabulary matrix are read per token). Measured on CPU
+(``benchmarks/bench_generation.py``, figures in ``benchmarks/results.md``), what the model's ``forward`` leaves on
+the table is:
 
-- ``F.linear`` with the (out, in) weight runs one single-threaded GEMV two to three times slower than a (in, out)
-  layout, so every matrix is stored (in, out), split by output columns into one slice per thread and applied with
+- ``F.linear`` with the (out, in) weight runs one single-threaded GEMV, slower than an (in, out) layout, so every matrix is stored (in, out), split by output columns into one slice per thread and applied with
   ``baddbmm``, whose batch dimension torch spreads over its threads;
 - the query, key and value projections of self-attention are one matrix, applied once;
 - the static cache is preallocated for the longest sequence; attention reads only the positions written so far
   instead of masking the rest;
-- the audio keys and values come out of the prefill as transposed views; attention over them is twice as fast once
-  they are contiguous, which the seam makes them once per search (``contiguous_cross_pairs``).
+- the audio keys and values come out of the prefill as transposed views; attention over them is faster once they
+  are contiguous, which the seam makes them once per search (``contiguous_cross_pairs``).
 
-The packing is a second copy of the decoder's matrices (tiny: 33 MB; large-v3 in float32: about 3 GB, the
-cross-attention key and value matrices excepted, as only the prefill uses them) and of the vocabulary matrix, made
-on CPU only: other devices' kernels need none of this.
+The packing is a second copy of the decoder's matrices (the cross-attention key and value matrices excepted, as only
+the prefill uses them) and of the vocabulary matrix, made on CPU only: other devices' kernels need none of this.
 
 The arithmetic is the model's (pre-norm blocks, the query scaled after its projection, the key without bias): the
 logits agree with ``forward`` to float32 round-off (the summation order of the products differs), and the tests

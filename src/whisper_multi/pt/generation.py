@@ -4,8 +4,8 @@ The decoding logic is the core's (``whisper_multi.decoding``); this file supplie
 Python over the preallocated static cache (``cache_position``). The prefill runs the model's decoder; each later
 one-token step runs ``decode_step.PackedDecoder`` (the same arithmetic over weights packed for fast one-row products).
 ``compiled=True`` runs every step through the model's decoder under ``torch.compile`` instead (compiled once per
-shape; on CPU it is slower than the packed eager step, as ``benchmarks/bench_generation.py`` measures, and it is off
-by default).
+shape; on CPU it is slower than the packed eager step, as ``benchmarks/bench_generation.py`` measures, so the
+default ``compiled=None`` means eager here: ``backends.backend("pt").compiled_by_default``).
 
 Sampling is seeded by ``seed`` (an int) or ``generator`` (a ``torch.Generator``, from which one seed is drawn);
 without either, the seed is drawn from torch's global generator, so ``torch.manual_seed`` reproduces a run. The
@@ -14,15 +14,14 @@ noise of each step depends only on that seed and the step, so eager and compiled
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
 import torch
 
-from whisper_multi.decoding import generate as core
-from whisper_multi.decoding.outputs import LanguageDetectionOutput
-from whisper_multi.longform.timing import stack_heads
+from whisper_multi.decoding.mixin import GenerationMixinCore, samples
 from whisper_multi.pt.decode_step import PackedDecoder, apply_linear, contiguous_cross_pairs
 
 _DTYPES = {"int32": torch.int32, "float32": torch.float32, "bool": torch.bool}
@@ -175,8 +174,8 @@ class TorchSeam:
     def projection(self) -> torch.Tensor:
         """``proj_out.weight`` transposed to (d_model, vocab), contiguous, kept while the weight is unchanged.
 
-        A one-token step multiplies one row by the whole vocabulary matrix (80 MB for tiny): memory-bound, and on
-        CPU the kernels stream the (d_model, vocab) layout two to three times faster than the (vocab, d_model) one.
+        A one-token step multiplies one row by the whole vocabulary matrix: memory-bound, and on CPU the kernels
+        stream the (d_model, vocab) layout faster than the (vocab, d_model) one (benchmarks/results.md).
         """
         weight = self.model.proj_out.weight
         source = (weight.data_ptr(), weight._version)
@@ -229,9 +228,15 @@ class TorchBackend:
     def to_output_tokens(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(array, dtype=np.int64)).to(self.model.device)
 
-
-def _backend(model: Any, compiled: bool) -> TorchBackend:
-    return core.cached_backend(model, compiled, TorchBackend)
+    def alignment(self, tokens: np.ndarray, encoder_states: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
+        """(every layer's cross-attention weights, float32 logits) of one forward pass over ``tokens``."""
+        outputs = self.model(
+            encoder_outputs=(encoder_states,),
+            decoder_input_ids=torch.as_tensor(tokens, device=self.model.device),
+            output_attentions=True,
+            return_dict=True,
+        )
+        return outputs.cross_attentions, outputs.logits.float()
 
 
 def _seed(seed: int | None, generator: torch.Generator | None) -> int:
@@ -240,10 +245,14 @@ def _seed(seed: int | None, generator: torch.Generator | None) -> int:
     return int(torch.randint(0, 2**31 - 1, (), generator=generator))
 
 
-class WhisperGenerationMixin:
+class WhisperGenerationMixin(GenerationMixinCore):
     """``generate`` and ``detect_language`` for ``WhisperForConditionalGeneration``."""
 
-    @torch.no_grad()
+    decoding_backend = TorchBackend
+
+    def _inference(self) -> contextlib.AbstractContextManager[Any]:
+        return torch.no_grad()
+
     def generate(
         self,
         input_features: torch.Tensor,
@@ -253,66 +262,22 @@ class WhisperGenerationMixin:
         output_scores: bool = False,
         generator: torch.Generator | None = None,
         seed: int | None = None,
-        compiled: bool = False,
+        compiled: bool | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Transcribe or translate up to 30 s of audio per item, with Transformers' arguments: ``language``
+        """Transcribe or translate one 30-second window of audio per item, with Transformers' arguments: ``language``
         ("english", "en" or "<|en|>"; one per item or one for all; detected when left out on a multilingual model),
         ``task``, ``is_multilingual``, ``return_timestamps``, ``prompt_ids``, ``forced_decoder_ids``,
         ``max_new_tokens`` / ``max_length``, ``num_beams``, ``length_penalty``, ``do_sample`` / ``temperature``.
+
+        ``compiled``: True runs each decoding step under ``torch.compile``, False the eager packed step; None (the
+        default) takes the backend's ``compiled_by_default`` (``whisper_multi.backends``), False for PyTorch.
 
         Returns the generated tokens (batch, length) without the prefix and the final ``<|endoftext|>``, or with
         ``return_dict_in_generate=True`` a ``WhisperGenerateOutput`` (sequences with the prefix, no-speech
         probabilities, detected languages, and the scores with ``output_scores=True``).
         """
-        rng = _seed(seed, generator) if _samples(kwargs) else 0
-        return core.generate(
-            _backend(self, compiled),
-            self,
-            input_features,
-            rng=rng,
-            return_dict_in_generate=return_dict_in_generate,
-            output_scores=output_scores,
-            generation_config=generation_config,
-            **kwargs,
+        rng = _seed(seed, generator) if samples(kwargs) else 0
+        return self._generate(
+            input_features, rng, compiled, generation_config, return_dict_in_generate, output_scores, kwargs
         )
-
-    @torch.no_grad()
-    def detect_language(self, input_features: torch.Tensor, compiled: bool = False) -> LanguageDetectionOutput:
-        """The most likely language of each item (``language_ids``, ``languages``) and every language's
-        probability (``language_probs``, ``probabilities(i)``)."""
-        return core.detect_language(_backend(self, compiled), self.config, input_features)
-
-    @torch.no_grad()
-    def encode_audio(self, input_features: Any, compiled: bool = False) -> torch.Tensor:
-        """The encoder's last hidden state (batch, positions, d_model), computed as ``generate`` computes it: pass it
-        as ``generate(encoder_outputs=...)`` and ``alignment_attention(encoder_states=...)`` to encode once."""
-        return _backend(self, compiled).encode(input_features)
-
-    @torch.no_grad()
-    def alignment_attention(
-        self,
-        input_features: Any,
-        decoder_input_ids: Any,
-        alignment_heads: list[tuple[int, int]],
-        encoder_states: Any = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """For word timing (``whisper_multi.longform.timing``): the cross-attention weights of ``alignment_heads`` (batch,
-        heads, tokens, positions) and the logits (batch, tokens, vocab) of one forward pass, in numpy; from
-        ``encoder_states`` (``encode_audio``) when given, else from the features."""
-        backend = _backend(self, False)
-        if encoder_states is None:
-            encoder_states = self.encode_audio(input_features)
-        outputs = self(
-            encoder_outputs=(encoder_states,),
-            decoder_input_ids=torch.as_tensor(np.asarray(decoder_input_ids, dtype=np.int64), device=self.device),
-            output_attentions=True,
-            return_dict=True,
-        )
-        weights = stack_heads(outputs.cross_attentions, alignment_heads, backend.to_numpy)
-        return weights, backend.to_numpy(outputs.logits.float())
-
-
-def _samples(kwargs: dict[str, Any]) -> bool:
-    temperature = kwargs.get("temperature")
-    return bool(kwargs.get("do_sample")) or (temperature is not None and temperature > 0)

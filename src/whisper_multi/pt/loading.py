@@ -7,7 +7,6 @@ The reading, name adaptation between model classes, checking and writing are the
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ from whisper_multi.configuration import WhisperConfig
 from whisper_multi.errors import CheckpointError
 from whisper_multi.weights import pretrained
 from whisper_multi.weights.hf_formats import numpy_to_torch, torch_to_numpy
+from whisper_multi.weights.loading import CheckpointLoadingMixin, architecture_name, warn_fresh_parameters
 from whisper_multi.weights.table import tied_parameters
 
 DEFAULT_MAX_SHARD_SIZE = pretrained.DEFAULT_MAX_SHARD_SIZE
@@ -43,13 +43,7 @@ def resolve_dtype(torch_dtype: torch.dtype | str | None, stored: Mapping[str, np
 
 def load_tensors(model: torch.nn.Module, weights: pretrained.PretrainedWeights) -> None:
     """Copy checked canonical tensors into ``model`` (dtypes converted); fresh head parameters are announced."""
-    if weights.not_in_checkpoint:
-        warnings.warn(
-            f"{weights.source} has no classification head; these parameters are newly initialised: "
-            f"{', '.join(weights.not_in_checkpoint)}",
-            UserWarning,
-            stacklevel=4,
-        )
+    warn_fresh_parameters(weights, stacklevel=4)
     state = {name: numpy_to_torch(array) for name, array in weights.tensors.items()}
     result = model.load_state_dict(state, strict=False)
     config = model.config  # type: ignore[attr-defined]
@@ -59,8 +53,8 @@ def load_tensors(model: torch.nn.Module, weights: pretrained.PretrainedWeights) 
         raise CheckpointError(f"{weights.source}: missing {missing}, unexpected {result.unexpected_keys}")
 
 
-class PreTrainedModelMixin:
-    """Loading and saving for ``WhisperPreTrainedModel`` subclasses."""
+class PreTrainedModelMixin(CheckpointLoadingMixin):
+    """Loading and saving for ``WhisperPreTrainedModel`` subclasses; ``from_ct2`` is the shared one."""
 
     head: str
 
@@ -83,16 +77,6 @@ class PreTrainedModelMixin:
         model.eval()  # type: ignore[attr-defined]
         return model
 
-    @classmethod
-    def from_ct2(
-        cls: type[ModelT],
-        path: str | os.PathLike[str],
-        config: WhisperConfig | None = None,
-        torch_dtype: torch.dtype | str | None = None,
-    ) -> ModelT:
-        """Build the model from a CTranslate2 directory (e.g. faster-whisper's); quantized weights are dequantized."""
-        return cls.from_pretrained(path, config=config, torch_dtype=torch_dtype)
-
     def save_pretrained(
         self,
         path: str | os.PathLike[str],
@@ -101,7 +85,7 @@ class PreTrainedModelMixin:
     ) -> list[Path]:
         """Write ``config.json`` and the weights (tied copies left out), sharded above ``max_shard_size``."""
         config: WhisperConfig = self.config  # type: ignore[attr-defined]
-        config.architectures = [type(self).__name__]
+        config.architectures = [architecture_name(self)]
         config.torch_dtype = str(self.dtype).removeprefix("torch.")  # type: ignore[attr-defined]
         state: dict[str, Any] = self.state_dict()  # type: ignore[attr-defined]
         tensors = {name: torch_to_numpy(t.detach().contiguous().cpu(), name, Path(path)) for name, t in state.items()}

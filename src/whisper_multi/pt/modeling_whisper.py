@@ -24,19 +24,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from whisper_multi.configuration import WhisperConfig
-from whisper_multi.errors import InputError
-from whisper_multi.modeling.utils import (
-    check_cache_length,
-    check_decoder_length,
-    check_head_mask_shape,
-    check_input_features_dtype,
-    check_input_features_shape,
-    check_token_ids_shape,
-    check_token_ids_values,
-    compute_mask_indices,
-    shift_tokens_right,
-    sinusoids,
-)
+from whisper_multi.modeling import arguments
+from whisper_multi.modeling.utils import compute_mask_indices, shift_tokens_right, sinusoids
 from whisper_multi.pt.generation import WhisperGenerationMixin
 from whisper_multi.pt.loading import PreTrainedModelMixin
 from whisper_multi.pt.outputs import (
@@ -49,8 +38,6 @@ from whisper_multi.pt.outputs import (
 )
 
 LayerCache = tuple[Any, Any, Any, Any]  # (self_k, self_v, cross_k, cross_v); the cross pair may be None
-
-ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -85,13 +72,6 @@ def _token_id_range(ids: torch.Tensor) -> tuple[int, int] | None:
 def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
     """Half precision in float32 for the softmax and the loss; float32 and float64 as they are."""
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
-
-
-def _config_flag(config: WhisperConfig, name: str, value: bool | None, default: bool) -> bool:
-    """An explicit argument wins, then the config's attribute, then the default."""
-    if value is not None:
-        return value
-    return bool(getattr(config, name, default))
 
 
 def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int | None = None) -> torch.Tensor:
@@ -341,22 +321,11 @@ class WhisperPreTrainedModel(PreTrainedModelMixin, nn.Module):
 
     @property
     def attn_implementation(self) -> str:
-        implementation = getattr(self.config, "_attn_implementation", None) or "sdpa"
-        if implementation not in ATTENTION_IMPLEMENTATIONS:
-            raise InputError(
-                f"attn_implementation {implementation!r} is not supported; expected one of "
-                f"{', '.join(ATTENTION_IMPLEMENTATIONS)}"
-            )
-        return implementation
+        return arguments.attn_implementation(self.config)
 
     def set_attn_implementation(self, implementation: str) -> None:
         """Switch every attention between the fused kernel ("sdpa") and the explicit softmax ("eager")."""
-        if implementation not in ATTENTION_IMPLEMENTATIONS:
-            raise InputError(
-                f"attn_implementation {implementation!r} is not supported; expected one of "
-                f"{', '.join(ATTENTION_IMPLEMENTATIONS)}"
-            )
-        self.config._attn_implementation = implementation
+        self.config._attn_implementation = arguments.check_attn_implementation(implementation)
         for module in self.modules():
             if isinstance(module, WhisperAttention):
                 module.attn_implementation = implementation
@@ -463,14 +432,10 @@ class WhisperEncoder(WhisperPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> BaseModelOutput | tuple[Any, ...]:
-        """``attention_mask`` is accepted for compatibility and unused: Whisper always sees 30 s of features."""
-        output_attentions = _config_flag(self.config, "output_attentions", output_attentions, False)
-        output_hidden_states = _config_flag(self.config, "output_hidden_states", output_hidden_states, False)
-        return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
-        check_input_features_shape(input_features.shape, self.config)
-        check_input_features_dtype(input_features.dtype)
-        if head_mask is not None:
-            check_head_mask_shape(head_mask.shape, len(self.layers), self.config.encoder_attention_heads, "head_mask")
+        """``attention_mask`` is accepted for compatibility and unused: Whisper always sees a whole 30-second window."""
+        resolved = arguments.encoder_call(
+            self.config, input_features, head_mask, output_attentions, output_hidden_states, return_dict
+        )
         input_features = input_features.to(self.conv1.weight.dtype)
 
         hidden_states = F.gelu(self.conv1(input_features))
@@ -479,15 +444,17 @@ class WhisperEncoder(WhisperPreTrainedModel):
         hidden_states = hidden_states + self.embed_positions.weight
         hidden_states = F.dropout(hidden_states, p=self.dropout, training=self.training)
 
-        all_hidden_states: tuple[torch.Tensor, ...] | None = () if output_hidden_states else None
-        all_attentions: tuple[Any, ...] | None = () if output_attentions else None
+        all_hidden_states: tuple[torch.Tensor, ...] | None = () if resolved.output_hidden_states else None
+        all_attentions: tuple[Any, ...] | None = () if resolved.output_attentions else None
         for index, layer in enumerate(self.layers):
             if all_hidden_states is not None:
                 all_hidden_states += (hidden_states,)
             attn_weights = None
             if not self._layer_dropped(self.layerdrop):
                 layer_head_mask = None if head_mask is None else head_mask[index]
-                hidden_states, attn_weights = self._run_layer(layer, hidden_states, layer_head_mask, output_attentions)
+                hidden_states, attn_weights = self._run_layer(
+                    layer, hidden_states, layer_head_mask, resolved.output_attentions
+                )
             if all_attentions is not None:
                 all_attentions += (attn_weights,)
         hidden_states = self.layer_norm(hidden_states)
@@ -497,7 +464,7 @@ class WhisperEncoder(WhisperPreTrainedModel):
         output = BaseModelOutput(
             last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
         )
-        return output if return_dict else output.to_tuple()
+        return output if resolved.return_dict else output.to_tuple()
 
 
 class WhisperDecoder(WhisperPreTrainedModel):
@@ -530,10 +497,7 @@ class WhisperDecoder(WhisperPreTrainedModel):
         (under ``torch.no_grad``) the self-attention pairs are written in place: the returned cache holds the same
         tensors.
         """
-        max_length = self.max_target_positions if max_length is None else max_length
-        check_decoder_length(0, max_length, self.config, name="the static cache")
-        heads = self.config.decoder_attention_heads
-        shape = (batch_size, heads, max_length, self.config.d_model // heads)  # (batch, heads, time, head_dim)
+        shape = arguments.static_cache_shape(self.config, batch_size, max_length)  # (batch, heads, time, head_dim)
         weight = self.embed_tokens.weight
         return tuple(
             (weight.new_zeros(shape), weight.new_zeros(shape), None, None)  # type: ignore[misc]
@@ -554,12 +518,7 @@ class WhisperDecoder(WhisperPreTrainedModel):
         allowed = key_positions[None, :] <= query_positions[:, None]  # (query_time, key_time)
         allowed = allowed[None, None]  # (1, 1, query_time, key_time)
         if attention_mask is not None:
-            too_short = attention_mask.shape[-1] < key_length and not static
-            if attention_mask.shape[-1] > key_length or too_short or attention_mask.shape[0] != batch_size:
-                raise InputError(
-                    f"decoder_attention_mask has shape {tuple(attention_mask.shape)}, expected ({batch_size}, "
-                    f"{key_length}) = (batch, cached + new positions)"
-                )
+            arguments.check_decoder_attention_mask(attention_mask, batch_size, key_length, static)
             # A static cache is longer than the positions written so far: the rest is hidden by causality.
             padding = attention_mask.new_ones((batch_size, key_length - attention_mask.shape[-1]))
             keys_kept = torch.cat([attention_mask, padding], dim=-1).bool()
@@ -584,36 +543,20 @@ class WhisperDecoder(WhisperPreTrainedModel):
         return_dict: bool | None = None,
         cache_position: torch.Tensor | None = None,
     ) -> BaseModelOutputWithPastAndCrossAttentions | tuple[Any, ...]:
-        output_attentions = _config_flag(self.config, "output_attentions", output_attentions, False)
-        output_hidden_states = _config_flag(self.config, "output_hidden_states", output_hidden_states, False)
-        use_cache = _config_flag(self.config, "use_cache", use_cache, True)
-        return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
-        if self.gradient_checkpointing and self.training:
-            use_cache = False  # checkpointed layers are recomputed; a cache would be built twice
-        if (input_ids is None) == (inputs_embeds is None):
-            raise InputError("pass exactly one of decoder_input_ids and decoder_inputs_embeds")
+        resolved = arguments.decoder_call(
+            self.config, input_ids, inputs_embeds, head_mask, cross_attn_head_mask, past_key_values, cache_position,
+            (use_cache, output_attentions, output_hidden_states, return_dict), _token_id_range,
+            checkpointing=self.gradient_checkpointing and self.training,
+        )  # fmt: skip
         if inputs_embeds is None:
-            check_token_ids_shape(input_ids.shape)
-            check_token_ids_values(input_ids.dtype, lambda: _token_id_range(input_ids), self.config.vocab_size)
             inputs_embeds = self.embed_tokens(input_ids)
         batch_size, length = inputs_embeds.shape[0], inputs_embeds.shape[1]
-        for mask, name in ((head_mask, "decoder_head_mask"), (cross_attn_head_mask, "cross_attn_head_mask")):
-            if mask is not None:
-                check_head_mask_shape(mask.shape, len(self.layers), self.config.decoder_attention_heads, name)
-        if past_key_values is not None:
-            check_cache_length(past_key_values, len(self.layers))
 
-        if cache_position is not None:
-            if past_key_values is None:
-                raise InputError("cache_position needs a preallocated cache: pass past_key_values=init_cache(...)")
+        if resolved.static:
             # Static cache: the keys span the whole preallocated length; the written positions are given.
-            key_length = past_key_values[0][0].shape[2]
             query_positions = cache_position
         else:
-            past_length = 0 if past_key_values is None else past_key_values[0][0].shape[2]
-            check_decoder_length(past_length, length, self.config)
-            key_length = past_length + length
-            query_positions = torch.arange(past_length, key_length, device=inputs_embeds.device)
+            query_positions = torch.arange(resolved.past_length, resolved.key_length, device=inputs_embeds.device)
         if position_ids is None:
             position_ids = query_positions[None, :]  # (1, time)
 
@@ -623,13 +566,13 @@ class WhisperDecoder(WhisperPreTrainedModel):
             causal_mask = None  # one new token may look at every cached one
         else:
             causal_mask = self._causal_mask(
-                attention_mask, query_positions, key_length, batch_size, hidden_states.dtype, cache_position is not None
+                attention_mask, query_positions, resolved.key_length, batch_size, hidden_states.dtype, resolved.static
             )
 
-        all_hidden_states: tuple[torch.Tensor, ...] | None = () if output_hidden_states else None
-        all_self_attentions: tuple[Any, ...] | None = () if output_attentions else None
+        all_hidden_states: tuple[torch.Tensor, ...] | None = () if resolved.output_hidden_states else None
+        all_self_attentions: tuple[Any, ...] | None = () if resolved.output_attentions else None
         all_cross_attentions: tuple[Any, ...] | None = (
-            () if output_attentions and encoder_hidden_states is not None else None
+            () if resolved.output_attentions and encoder_hidden_states is not None else None
         )
         next_cache: list[LayerCache] = []
         for index, layer in enumerate(self.layers):
@@ -647,7 +590,7 @@ class WhisperDecoder(WhisperPreTrainedModel):
                 None if head_mask is None else head_mask[index],
                 None if cross_attn_head_mask is None else cross_attn_head_mask[index],
                 past_key_value,
-                output_attentions,
+                resolved.output_attentions,
                 cache_position,
             )
             next_cache.append(layer_cache)
@@ -661,12 +604,12 @@ class WhisperDecoder(WhisperPreTrainedModel):
 
         output = BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=hidden_states,
-            past_key_values=tuple(next_cache) if use_cache else None,
+            past_key_values=tuple(next_cache) if resolved.use_cache else None,
             hidden_states=all_hidden_states,
             attentions=all_self_attentions,
             cross_attentions=all_cross_attentions,
         )
-        return output if return_dict else output.to_tuple()
+        return output if resolved.return_dict else output.to_tuple()
 
 
 class WhisperModel(WhisperPreTrainedModel):
@@ -747,11 +690,9 @@ class WhisperModel(WhisperPreTrainedModel):
         return_dict: bool | None = None,
         cache_position: torch.Tensor | None = None,
     ) -> Seq2SeqModelOutput | tuple[Any, ...]:
-        return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
+        return_dict = arguments.config_flag(self.config, "use_return_dict", return_dict, True)
         if encoder_outputs is None:
-            if input_features is None:
-                raise InputError("pass input_features (batch, num_mel_bins, frames) or encoder_outputs")
-            check_input_features_shape(input_features.shape, self.config)
+            arguments.check_encoder_inputs(input_features, self.config)
             input_features = self._mask_input_features(input_features, attention_mask)
             encoder_outputs = self.encoder(
                 input_features,
@@ -760,12 +701,8 @@ class WhisperModel(WhisperPreTrainedModel):
                 output_hidden_states=output_hidden_states,
                 return_dict=True,
             )
-        elif not isinstance(encoder_outputs, BaseModelOutput):
-            encoder_outputs = BaseModelOutput(
-                last_hidden_state=encoder_outputs[0],
-                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
-                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
-            )
+        else:
+            encoder_outputs = arguments.as_encoder_output(encoder_outputs, BaseModelOutput)
 
         decoder_outputs = self.decoder(
             input_ids=decoder_input_ids,
@@ -856,10 +793,9 @@ class WhisperForConditionalGeneration(WhisperGenerationMixin, WhisperPreTrainedM
     ) -> Seq2SeqLMOutput | tuple[Any, ...]:
         """``labels`` (batch, time): next-token targets, -100 where no loss is wanted; the decoder inputs are the
         labels shifted right behind ``decoder_start_token_id`` unless given."""
-        return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
+        return_dict = arguments.config_flag(self.config, "use_return_dict", return_dict, True)
         if labels is not None:
-            check_token_ids_shape(labels.shape, name="labels")
-            check_decoder_length(0, labels.shape[1], self.config, name="labels")
+            arguments.check_labels(labels, self.config)
             if decoder_input_ids is None and decoder_inputs_embeds is None:
                 shifted = shift_tokens_right(
                     labels.cpu().numpy(), self.config.pad_token_id, self.config.decoder_start_token_id
@@ -939,12 +875,10 @@ class WhisperForAudioClassification(WhisperPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> SequenceClassifierOutput | tuple[Any, ...]:
-        return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
-        if self.config.use_weighted_layer_sum:
-            output_hidden_states = True  # the weighted sum reads every layer's output
+        return_dict = arguments.config_flag(self.config, "use_return_dict", return_dict, True)
+        output_hidden_states = arguments.classifier_hidden_states(self.config, output_hidden_states)
         if encoder_outputs is None:
-            if input_features is None:
-                raise InputError("pass input_features (batch, num_mel_bins, frames) or encoder_outputs")
+            arguments.check_encoder_inputs(input_features)
             encoder_outputs = self.encoder(
                 input_features,
                 head_mask=head_mask,
@@ -952,12 +886,8 @@ class WhisperForAudioClassification(WhisperPreTrainedModel):
                 output_hidden_states=output_hidden_states,
                 return_dict=True,
             )
-        elif not isinstance(encoder_outputs, BaseModelOutput):
-            encoder_outputs = BaseModelOutput(
-                last_hidden_state=encoder_outputs[0],
-                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
-                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
-            )
+        else:
+            encoder_outputs = arguments.as_encoder_output(encoder_outputs, BaseModelOutput)
 
         if self.layer_weights is not None:
             hidden_states = torch.stack(encoder_outputs.hidden_states, dim=1)  # (batch, layers, positions, d_model)

@@ -4,23 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from whisper_multi.modeling.outputs import (
-    BaseModelOutput,
-    BaseModelOutputWithPastAndCrossAttentions,
-    ModelOutput,
-    Seq2SeqLMOutput,
-    Seq2SeqModelOutput,
-    SequenceClassifierOutput,
-)
+from whisper_multi.modeling import outputs as shared
+from whisper_multi.modeling.outputs import *  # noqa: F403 (the shared classes, under their own names)
 
 Cache = tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], ...]
 
-__all__ = [
-    "BaseModelOutput",
-    "BaseModelOutputWithPastAndCrossAttentions",
-    "Cache",
-    "ModelOutput",
-    "Seq2SeqLMOutput",
-    "Seq2SeqModelOutput",
-    "SequenceClassifierOutput",
-]
+__all__ = [*shared.__all__, "Cache"]

@@ -17,7 +17,7 @@ from whisper_multi.errors import BackendError
 _BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
 if _BACKEND != "tensorflow":
     raise BackendError(
-        f"whisper_multi.tf needs Keras on the TensorFlow backend, but KERAS_BACKEND={_BACKEND!r}; unset "
+        f"{__name__} needs Keras on the TensorFlow backend, but KERAS_BACKEND={_BACKEND!r}; unset "
         f"KERAS_BACKEND or set KERAS_BACKEND=tensorflow before Python imports keras"
     )
 
@@ -25,46 +25,14 @@ import keras  # noqa: E402
 
 if keras.backend.backend() != "tensorflow":
     raise BackendError(
-        f"whisper_multi.tf needs Keras on the TensorFlow backend, but Keras runs on {keras.backend.backend()!r} "
+        f"{__name__} needs Keras on the TensorFlow backend, but Keras runs on {keras.backend.backend()!r} "
         f"(from ~/.keras/keras.json or an earlier import); set KERAS_BACKEND=tensorflow before importing keras"
     )
 
+from whisper_multi.modeling import outputs as shared  # noqa: E402
+from whisper_multi.tf import modeling_tf_whisper  # noqa: E402
 from whisper_multi.tf.loading import export_saved_model  # noqa: E402
-from whisper_multi.tf.modeling_tf_whisper import (  # noqa: E402
-    TFWhisperAttention,
-    TFWhisperDecoder,
-    TFWhisperDecoderLayer,
-    TFWhisperEncoder,
-    TFWhisperEncoderLayer,
-    TFWhisperForAudioClassification,
-    TFWhisperForConditionalGeneration,
-    TFWhisperModel,
-    TFWhisperPreTrainedModel,
-)
-from whisper_multi.tf.outputs import (  # noqa: E402
-    BaseModelOutput,
-    BaseModelOutputWithPastAndCrossAttentions,
-    ModelOutput,
-    Seq2SeqLMOutput,
-    Seq2SeqModelOutput,
-    SequenceClassifierOutput,
-)
+from whisper_multi.tf.modeling_tf_whisper import *  # noqa: F403, E402 (the names in its __all__)
+from whisper_multi.tf.outputs import *  # noqa: F403, E402 (the output classes)
 
-__all__ = [
-    "BaseModelOutput",
-    "BaseModelOutputWithPastAndCrossAttentions",
-    "ModelOutput",
-    "Seq2SeqLMOutput",
-    "Seq2SeqModelOutput",
-    "SequenceClassifierOutput",
-    "TFWhisperAttention",
-    "TFWhisperDecoder",
-    "TFWhisperDecoderLayer",
-    "TFWhisperEncoder",
-    "TFWhisperEncoderLayer",
-    "TFWhisperForAudioClassification",
-    "TFWhisperForConditionalGeneration",
-    "TFWhisperModel",
-    "TFWhisperPreTrainedModel",
-    "export_saved_model",
-]
+__all__ = [*modeling_tf_whisper.__all__, *shared.__all__, "export_saved_model"]

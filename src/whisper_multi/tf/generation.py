@@ -1,7 +1,7 @@
 """``generate`` and ``detect_language`` for the TF Keras model: the ArrayOps adapter and the decoding seam for TF.
 
 The decoding logic is the core's (``whisper_multi.decoding``); this file supplies tensor work only. With
-``compiled=True`` (the default) the encoder and the whole search (prefill, ``tf.while_loop``, rules and beam
+``compiled=True`` (the default here: ``compiled=None`` is ``backends.backend("tf").compiled_by_default``) the encoder and the whole search (prefill, ``tf.while_loop``, rules and beam
 bookkeeping) each run as one ``tf.function(jit_compile=True)``, traced and compiled once per plan and input shape and
 kept on the model; ``compiled=False`` runs the same loop in Python, with the encoder and each decoder step as a
 ``tf.function`` graph (no XLA; op-by-op dispatch would cost more than the arithmetic of a step).
@@ -19,9 +19,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from whisper_multi.decoding import generate as core
-from whisper_multi.decoding.outputs import LanguageDetectionOutput
-from whisper_multi.longform.timing import stack_heads
+from whisper_multi.decoding.mixin import GenerationMixinCore
 
 _DTYPES = {"int32": tf.int32, "float32": tf.float32, "bool": tf.bool}
 _TINY = float(np.finfo(np.float32).tiny)
@@ -194,10 +192,10 @@ class TFBackend:
             self._functions["encode"] = tf.function(encode, jit_compile=self.compiled, reduce_retracing=False)
         return self._functions["encode"](features)
 
-    def alignment(self, tokens: tf.Tensor, encoder_states: tf.Tensor) -> tuple[tuple[tf.Tensor, ...], tf.Tensor]:
+    def alignment(self, tokens: np.ndarray, encoder_states: Any) -> tuple[tuple[tf.Tensor, ...], tf.Tensor]:
         """(every layer's cross-attention weights, float32 logits) of one decoder pass over ``tokens``, as a graph
-        (eagerly the pass costs 0.2 s a window in Python dispatch), traced once per token count: long-form word
-        timing pads its tokens to a few counts."""
+        (eagerly the pass is dominated by Python dispatch), traced once per token count: long-form word timing pads
+        its tokens to a few counts."""
         if "alignment" not in self._functions:
 
             def alignment(tokens: tf.Tensor, states: tf.Tensor) -> tuple[tuple[tf.Tensor, ...], tf.Tensor]:
@@ -208,7 +206,8 @@ class TFBackend:
                 return tuple(outputs.cross_attentions), tf.cast(logits, tf.float32)
 
             self._functions["alignment"] = tf.function(alignment, reduce_retracing=False)
-        return self._functions["alignment"](tokens, encoder_states)
+        tokens = tf.constant(np.asarray(tokens, dtype=np.int32))
+        return self._functions["alignment"](tokens, tf.convert_to_tensor(encoder_states))
 
     def compile(self, function: Callable[..., Any], key: Hashable) -> Callable[..., Any]:
         if not self.compiled:
@@ -227,12 +226,10 @@ class TFBackend:
         return tf.constant(np.asarray(array, dtype=np.int32))
 
 
-def _backend(model: Any, compiled: bool) -> TFBackend:
-    return core.cached_backend(model, compiled, TFBackend)
-
-
-class TFWhisperGenerationMixin:
+class TFWhisperGenerationMixin(GenerationMixinCore):
     """``generate`` and ``detect_language`` for ``TFWhisperForConditionalGeneration``."""
+
+    decoding_backend = TFBackend
 
     def generate(
         self,
@@ -242,45 +239,16 @@ class TFWhisperGenerationMixin:
         return_dict_in_generate: bool = False,
         output_scores: bool = False,
         seed: int | None = None,
-        compiled: bool = True,
+        compiled: bool | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Transcribe or translate up to 30 s of audio per item; the arguments and outputs of the PyTorch model's
-        ``generate`` (``whisper_multi.pt.generation``), with ``seed`` for sampling."""
+        """Transcribe or translate one 30-second window of audio per item; the arguments and outputs of the PyTorch model's
+        ``generate`` (``whisper_multi.pt.generation``), with ``seed`` for sampling. ``compiled``: True runs the
+        search as one XLA function, False as a Python loop of graph steps; None (the default) takes the backend's
+        ``compiled_by_default`` (``whisper_multi.backends``), True for TensorFlow."""
         if seed is None:
             seed = int(tf.random.uniform((), maxval=2**31 - 1, dtype=tf.int32))
-        return core.generate(
-            _backend(self, compiled),
-            self,
-            input_features,
-            rng=tf.constant(seed, tf.int32),
-            return_dict_in_generate=return_dict_in_generate,
-            output_scores=output_scores,
-            generation_config=generation_config,
-            **kwargs,
-        )
-
-    def detect_language(self, input_features: Any, compiled: bool = True) -> LanguageDetectionOutput:
-        """The most likely language of each item and every language's probability (see the PyTorch model's)."""
-        return core.detect_language(_backend(self, compiled), self.config, input_features)
-
-    def encode_audio(self, input_features: Any, compiled: bool = True) -> tf.Tensor:
-        """The encoder's last hidden state (batch, positions, d_model), computed as ``generate`` computes it: pass it
-        as ``generate(encoder_outputs=...)`` and ``alignment_attention(encoder_states=...)`` to encode once."""
-        return _backend(self, compiled).encode(np.asarray(input_features))
-
-    def alignment_attention(
-        self,
-        input_features: Any,
-        decoder_input_ids: Any,
-        alignment_heads: list[tuple[int, int]],
-        encoder_states: Any = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """For word timing: the cross-attention weights of ``alignment_heads`` and the logits of one forward pass,
-        in numpy (see the PyTorch model's)."""
-        backend = _backend(self, False)
-        if encoder_states is None:
-            encoder_states = self.encode_audio(input_features)
-        tokens = tf.constant(np.asarray(decoder_input_ids, dtype=np.int32))
-        cross_attentions, logits = backend.alignment(tokens, tf.convert_to_tensor(encoder_states))
-        return stack_heads(cross_attentions, alignment_heads, backend.to_numpy), backend.to_numpy(logits)
+        return self._generate(
+            input_features, tf.constant(seed, tf.int32), compiled, generation_config, return_dict_in_generate,
+            output_scores, kwargs,
+        )  # fmt: skip

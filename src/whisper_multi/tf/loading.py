@@ -9,17 +9,18 @@ checkpoint format, adapting names between model classes and checking them is the
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import tensorflow as tf
 
 from whisper_multi.configuration import WhisperConfig
 from whisper_multi.errors import CheckpointError
+from whisper_multi.modeling.utils import expected_num_frames
 from whisper_multi.weights import pretrained
+from whisper_multi.weights.loading import CheckpointLoadingMixin, architecture_name, warn_fresh_parameters
 from whisper_multi.weights.table import (
     HEADS,
     ParamSpec,
@@ -89,13 +90,7 @@ def model_variables(model: Any) -> dict[str, Any]:
 # --- copying checked tensors in -----------------------------------------------------------------------------------
 def load_tensors(model: Any, weights: pretrained.PretrainedWeights) -> None:
     """Copy checked canonical tensors into ``model``'s Keras variables; fresh head parameters are announced."""
-    if weights.not_in_checkpoint:
-        warnings.warn(
-            f"{weights.source} has no classification head; these parameters are newly initialised: "
-            f"{', '.join(weights.not_in_checkpoint)}",
-            UserWarning,
-            stacklevel=4,
-        )
+    warn_fresh_parameters(weights, stacklevel=4)
     specs = model_parameters(model)
     for name, variable in model_variables(model).items():
         if name in weights.not_in_checkpoint:
@@ -117,8 +112,9 @@ def canonical_state_dict(model: Any) -> dict[str, np.ndarray]:
 
 
 # --- the mixin -----------------------------------------------------------------------------------------------------
-class TFPreTrainedModelMixin:
-    """Loading and saving for ``TFWhisperPreTrainedModel`` subclasses (the weight layer does the files)."""
+class TFPreTrainedModelMixin(CheckpointLoadingMixin):
+    """Loading and saving for ``TFWhisperPreTrainedModel`` subclasses (the weight layer does the files);
+    ``from_ct2`` is the shared one."""
 
     head: str
 
@@ -132,20 +128,13 @@ class TFPreTrainedModelMixin:
         load_tensors(model, weights)
         return model
 
-    @classmethod
-    def from_ct2(
-        cls: type[ModelT], path: str | os.PathLike[str], config: WhisperConfig | None = None, **kwargs: Any
-    ) -> ModelT:
-        """Build the model from a CTranslate2 directory (e.g. faster-whisper's); quantized weights are dequantized."""
-        return cls.from_pretrained(path, config=config, **kwargs)
-
     def save_pretrained(
         self, path: str | os.PathLike[str], max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE
     ) -> list[Path]:
         """Write ``config.json`` and the canonical ``model.safetensors`` (PyTorch names and layout), sharded above
         ``max_shard_size``; the PyTorch and Flax backends read the directory unchanged."""
         config: WhisperConfig = self.config  # type: ignore[attr-defined]
-        config.architectures = [type(self).__name__.removeprefix("TF")]
+        config.architectures = [architecture_name(self)]
         config.torch_dtype = "float32"  # Keras keeps float32 variables, also under a mixed-precision policy
         return pretrained.save_pretrained(path, config, canonical_state_dict(self), self.head, max_shard_size)
 
@@ -153,6 +142,87 @@ class TFPreTrainedModelMixin:
 # --- serving -------------------------------------------------------------------------------------------------------
 def _stack(cache: Any, index: int) -> tf.Tensor:
     return tf.stack([layer[index] for layer in cache])  # (layers, batch, heads, time, head_dim)
+
+
+def _unstacked(self_k: tf.Tensor, self_v: tf.Tensor, cross_k: tf.Tensor, cross_v: tf.Tensor) -> tuple[Any, ...]:
+    """Four (layers, ...) arrays as the model's per-layer ``(self_k, self_v, cross_k, cross_v)`` cache."""
+    return tuple(zip(tf.unstack(self_k), tf.unstack(self_v), tf.unstack(cross_k), tf.unstack(cross_v)))
+
+
+class _ServingShapes(NamedTuple):
+    """The static shapes of the exported signatures."""
+
+    features: tuple[int, ...]  # (batch, n_mels, frames)
+    states: tuple[int, ...]  # (batch, positions, d_model)
+    cache: tuple[int, ...]  # (layers, batch, heads, max_length, head_dim)
+    cross: tuple[int, ...]  # (layers, batch, heads, positions, head_dim)
+    dtype: tf.DType
+
+
+def _serving_shapes(model: Any, batch_size: int, max_length: int) -> _ServingShapes:
+    config: WhisperConfig = model.config
+    positions, head_dim = config.max_source_positions, config.d_model // config.decoder_attention_heads
+    heads_of = (config.decoder_layers, batch_size, config.decoder_attention_heads)
+    return _ServingShapes(
+        features=(batch_size, config.num_mel_bins, expected_num_frames(config)),
+        states=(batch_size, positions, config.d_model),
+        cache=(*heads_of, max_length, head_dim),
+        cross=(*heads_of, positions, head_dim),
+        dtype=tf.as_dtype(model.compute_dtype),
+    )
+
+
+def _encode_signature(model: Any, shapes: _ServingShapes, max_length: int) -> Any:
+    """``encode(input_features)``: the encoder states and the initial cache. The cross pairs come from one decoder
+    pass over a placeholder token at position 0; the self-attention entry it writes is overwritten by the first
+    real step, which also writes position 0."""
+    batch_size = shapes.features[0]
+
+    @tf.function(input_signature=[tf.TensorSpec(shapes.features, tf.float32, "input_features")], jit_compile=True)
+    def encode(input_features: tf.Tensor) -> dict[str, tf.Tensor]:
+        states = model.get_encoder()(input_features).last_hidden_state
+        out = model(
+            encoder_outputs=(states,),
+            decoder_input_ids=tf.fill((batch_size, 1), model.config.decoder_start_token_id),
+            past_key_values=model.get_decoder().init_cache(batch_size, max_length),
+            cache_position=tf.zeros((1,), tf.int32),
+        )
+        zeros = tf.zeros(shapes.cache, shapes.dtype)
+        cache = out.past_key_values
+        return {"encoder_hidden_states": states, "self_k": zeros, "self_v": zeros,
+                "cross_k": _stack(cache, 2), "cross_v": _stack(cache, 3)}  # fmt: skip
+
+    return encode
+
+
+def _decode_step_signature(model: Any, shapes: _ServingShapes) -> Any:
+    """``decode_step(decoder_input_ids, cache_position, encoder_hidden_states, self_k, self_v, cross_k, cross_v)``:
+    the logits and the updated self-attention pairs."""
+    cache_specs = [tf.TensorSpec(shapes.cache, shapes.dtype, name) for name in ("self_k", "self_v")]
+    cross_specs = [tf.TensorSpec(shapes.cross, shapes.dtype, name) for name in ("cross_k", "cross_v")]
+    signature = [
+        tf.TensorSpec((shapes.features[0], 1), tf.int32, "decoder_input_ids"),
+        tf.TensorSpec((1,), tf.int32, "cache_position"),
+        tf.TensorSpec(shapes.states, shapes.dtype, "encoder_hidden_states"),
+        *cache_specs,
+        *cross_specs,
+    ]
+
+    @tf.function(input_signature=signature, jit_compile=True)
+    def decode_step(
+        decoder_input_ids: tf.Tensor, cache_position: tf.Tensor, encoder_hidden_states: tf.Tensor,
+        self_k: tf.Tensor, self_v: tf.Tensor, cross_k: tf.Tensor, cross_v: tf.Tensor,
+    ) -> dict[str, tf.Tensor]:  # fmt: skip
+        out = model(
+            encoder_outputs=(encoder_hidden_states,),
+            decoder_input_ids=decoder_input_ids,
+            past_key_values=_unstacked(self_k, self_v, cross_k, cross_v),
+            cache_position=cache_position,
+        )
+        cache = out.past_key_values
+        return {"logits": out.logits, "self_k": _stack(cache, 0), "self_v": _stack(cache, 1)}
+
+    return decode_step
 
 
 def export_saved_model(
@@ -166,76 +236,11 @@ def export_saved_model(
       (layers, batch, heads, time, head_dim);
     - ``decode_step(decoder_input_ids (batch, 1), cache_position (1,), encoder_hidden_states, self_k, self_v,
       cross_k, cross_v)`` -> ``logits`` (batch, 1, vocab) and the updated ``self_k, self_v``.
-
-    The cross pairs are computed by one decoder pass over a placeholder token at position 0; the self-attention
-    entry it writes is overwritten by the first real step, which also writes position 0.
     """
-    config: WhisperConfig = model.config
-    decoder = model.get_decoder()
-    max_length = config.max_target_positions if max_length is None else max_length
-    layers = config.decoder_layers
-    heads = config.decoder_attention_heads
-    frames = 2 * config.max_source_positions
-    dtype = tf.as_dtype(model.compute_dtype)
-    cache_shape = (layers, batch_size, heads, max_length, config.d_model // heads)
-    cross_shape = (layers, batch_size, heads, config.max_source_positions, config.d_model // heads)
-    states_shape = (batch_size, config.max_source_positions, config.d_model)
-
-    def unstacked(self_k: tf.Tensor, self_v: tf.Tensor, cross_k: tf.Tensor, cross_v: tf.Tensor) -> tuple[Any, ...]:
-        return tuple(zip(tf.unstack(self_k), tf.unstack(self_v), tf.unstack(cross_k), tf.unstack(cross_v)))
-
-    @tf.function(
-        input_signature=[tf.TensorSpec((batch_size, config.num_mel_bins, frames), tf.float32, "input_features")],
-        jit_compile=True,
-    )
-    def encode(input_features: tf.Tensor) -> dict[str, tf.Tensor]:
-        states = model.get_encoder()(input_features).last_hidden_state
-        out = model(
-            encoder_outputs=(states,),
-            decoder_input_ids=tf.fill((batch_size, 1), config.decoder_start_token_id),
-            past_key_values=decoder.init_cache(batch_size, max_length),
-            cache_position=tf.zeros((1,), tf.int32),
-        )
-        cache = out.past_key_values
-        zeros = tf.zeros(cache_shape, dtype)
-        return {
-            "encoder_hidden_states": states,
-            "self_k": zeros,
-            "self_v": zeros,
-            "cross_k": _stack(cache, 2),
-            "cross_v": _stack(cache, 3),
-        }
-
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec((batch_size, 1), tf.int32, "decoder_input_ids"),
-            tf.TensorSpec((1,), tf.int32, "cache_position"),
-            tf.TensorSpec(states_shape, dtype, "encoder_hidden_states"),
-            tf.TensorSpec(cache_shape, dtype, "self_k"),
-            tf.TensorSpec(cache_shape, dtype, "self_v"),
-            tf.TensorSpec(cross_shape, dtype, "cross_k"),
-            tf.TensorSpec(cross_shape, dtype, "cross_v"),
-        ],
-        jit_compile=True,
-    )
-    def decode_step(
-        decoder_input_ids: tf.Tensor,
-        cache_position: tf.Tensor,
-        encoder_hidden_states: tf.Tensor,
-        self_k: tf.Tensor,
-        self_v: tf.Tensor,
-        cross_k: tf.Tensor,
-        cross_v: tf.Tensor,
-    ) -> dict[str, tf.Tensor]:
-        out = model(
-            encoder_outputs=(encoder_hidden_states,),
-            decoder_input_ids=decoder_input_ids,
-            past_key_values=unstacked(self_k, self_v, cross_k, cross_v),
-            cache_position=cache_position,
-        )
-        cache = out.past_key_values
-        return {"logits": out.logits, "self_k": _stack(cache, 0), "self_v": _stack(cache, 1)}
-
+    max_length = model.config.max_target_positions if max_length is None else max_length
+    shapes = _serving_shapes(model, batch_size, max_length)
+    encode = _encode_signature(model, shapes, max_length)
+    decode_step = _decode_step_signature(model, shapes)
     module = tf.Module()
     # The TensorFlow variables behind the Keras ones; the Keras model itself is left out, since TensorFlow would
     # trace Keras' default serving function for it, which needs input shapes our models build without.

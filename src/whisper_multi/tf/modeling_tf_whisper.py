@@ -32,19 +32,8 @@ import numpy as np
 import tensorflow as tf
 
 from whisper_multi.configuration import WhisperConfig
-from whisper_multi.errors import InputError
-from whisper_multi.modeling.utils import (
-    check_cache_length,
-    check_decoder_length,
-    check_head_mask_shape,
-    check_input_features_dtype,
-    check_input_features_shape,
-    check_token_ids_shape,
-    check_token_ids_values,
-    compute_mask_indices,
-    shift_tokens_right,
-    sinusoids,
-)
+from whisper_multi.modeling import arguments
+from whisper_multi.modeling.utils import compute_mask_indices, shift_tokens_right, sinusoids
 from whisper_multi.tf.generation import TFWhisperGenerationMixin
 from whisper_multi.tf.loading import TFPreTrainedModelMixin
 from whisper_multi.tf.outputs import (
@@ -57,10 +46,6 @@ from whisper_multi.tf.outputs import (
 )
 
 LayerCache = tuple[Any, Any, Any, Any]  # (self_k, self_v, cross_k, cross_v); the cross pair may be None
-
-# Keras has no fused attention kernel: both names are accepted (a PyTorch config may carry either) and both take the
-# explicit softmax.
-ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 def _gelu(x: tf.Tensor) -> tf.Tensor:
@@ -101,13 +86,6 @@ def _at_least_float32(x: tf.Tensor) -> tf.Tensor:
     return x if x.dtype in (tf.float32, tf.float64) else tf.cast(x, tf.float32)
 
 
-def _config_flag(config: WhisperConfig, name: str, value: bool | None, default: bool) -> bool:
-    """An explicit argument wins, then the config's attribute, then the default."""
-    if value is not None:
-        return value
-    return bool(getattr(config, name, default))
-
-
 # ======================================================================================================================
 # Keras only: what PyTorch has built in (nn.Linear, nn.LayerNorm, F.dropout, index_copy, padded convolutions)
 # ======================================================================================================================
@@ -139,11 +117,6 @@ def _shape(x: tf.Tensor) -> list[Any]:
     return [dynamic[i] if size is None else size for i, size in enumerate(x.shape)]
 
 
-def _checked_shape(x: Any) -> tuple[int, ...]:
-    """The static shape for the core's input checks; an unknown size (a traced batch) reads -1."""
-    return tuple(-1 if size is None else int(size) for size in x.shape)
-
-
 def _dropout(x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
     return tf.nn.dropout(x, rate=rate) if training and rate > 0 else x
 
@@ -157,7 +130,7 @@ def _index_copy(cache: tf.Tensor, positions: tf.Tensor, values: tf.Tensor) -> tf
     """``cache.index_copy(2, positions, values)`` for (batch, heads, time, head_dim): a scatter along time.
 
     Each written row is addressed by its (batch, head, position): scattering into a time-major transpose instead
-    copied the whole cache twice per step (compiled greedy decoding of tiny.en is 8-10% faster this way).
+    copied the whole cache twice per step (``benchmarks/bench_generation.py`` measures the difference).
     """
     shape = tf.shape(values)  # (batch, heads, new_time, head_dim)
     batch, heads, times = tf.meshgrid(
@@ -183,6 +156,26 @@ def _numpy_call(function: Callable[..., np.ndarray], arrays: list[Any], dtype: t
     result = tf.numpy_function(function, arrays, dtype, stateful=True)
     result.set_shape(shape)
     return result
+
+
+def _recompute(layer: keras.layers.Layer, kwargs: dict[str, Any], training: bool) -> Any:
+    """``layer(**kwargs)`` under ``tf.recompute_grad``, which takes and returns tensors only: the rest is closed over."""
+    flat_args = tf.nest.flatten(kwargs)
+    tensor_slots = [i for i, arg in enumerate(flat_args) if tf.is_tensor(arg)]
+    structure: dict[str, Any] = {}
+
+    def run(*tensors: tf.Tensor) -> list[tf.Tensor]:
+        flat = list(flat_args)
+        for slot, tensor in zip(tensor_slots, tensors):
+            flat[slot] = tensor
+        outputs = layer(**tf.nest.pack_sequence_as(kwargs, flat), training=training)
+        flat_outputs = tf.nest.flatten(outputs)
+        structure["outputs"], structure["flat"] = outputs, flat_outputs
+        return [output for output in flat_outputs if output is not None]
+
+    results = iter(tf.recompute_grad(run)(*[flat_args[i] for i in tensor_slots]))
+    flat_outputs = [None if output is None else next(results) for output in structure["flat"]]
+    return tf.nest.pack_sequence_as(structure["outputs"], flat_outputs)
 
 
 class _PositionalEmbedding(keras.layers.Layer):
@@ -498,22 +491,12 @@ class TFWhisperPreTrainedModel(TFPreTrainedModelMixin, keras.Model):
 
     @property
     def attn_implementation(self) -> str:
-        implementation = getattr(self.config, "_attn_implementation", None) or "sdpa"
-        if implementation not in ATTENTION_IMPLEMENTATIONS:
-            raise InputError(
-                f"attn_implementation {implementation!r} is not supported; expected one of "
-                f"{', '.join(ATTENTION_IMPLEMENTATIONS)}"
-            )
-        return implementation
+        return arguments.attn_implementation(self.config)
 
     def set_attn_implementation(self, implementation: str) -> None:
-        """Accepted for PyTorch compatibility: Keras has one attention path, the explicit softmax."""
-        if implementation not in ATTENTION_IMPLEMENTATIONS:
-            raise InputError(
-                f"attn_implementation {implementation!r} is not supported; expected one of "
-                f"{', '.join(ATTENTION_IMPLEMENTATIONS)}"
-            )
-        self.config._attn_implementation = implementation
+        """Accepted for PyTorch compatibility (a PyTorch config may carry either name): Keras has no fused
+        attention kernel, so both take the explicit softmax."""
+        self.config._attn_implementation = arguments.check_attn_implementation(implementation)
         for module in self._flatten_layers(include_self=False, recursive=True):
             if isinstance(module, TFWhisperAttention):
                 module.attn_implementation = implementation
@@ -586,26 +569,6 @@ class TFWhisperPreTrainedModel(TFPreTrainedModelMixin, keras.Model):
         return training and layerdrop > 0 and random.random() < layerdrop
 
 
-def _recompute(layer: keras.layers.Layer, kwargs: dict[str, Any], training: bool) -> Any:
-    """``layer(**kwargs)`` under ``tf.recompute_grad``, which takes and returns tensors only: the rest is closed over."""
-    flat_args = tf.nest.flatten(kwargs)
-    tensor_slots = [i for i, arg in enumerate(flat_args) if tf.is_tensor(arg)]
-    structure: dict[str, Any] = {}
-
-    def run(*tensors: tf.Tensor) -> list[tf.Tensor]:
-        flat = list(flat_args)
-        for slot, tensor in zip(tensor_slots, tensors):
-            flat[slot] = tensor
-        outputs = layer(**tf.nest.pack_sequence_as(kwargs, flat), training=training)
-        flat_outputs = tf.nest.flatten(outputs)
-        structure["outputs"], structure["flat"] = outputs, flat_outputs
-        return [output for output in flat_outputs if output is not None]
-
-    results = iter(tf.recompute_grad(run)(*[flat_args[i] for i in tensor_slots]))
-    flat_outputs = [None if output is None else next(results) for output in structure["flat"]]
-    return tf.nest.pack_sequence_as(structure["outputs"], flat_outputs)
-
-
 class TFWhisperEncoder(TFWhisperPreTrainedModel):
     """Two convolutions over the log-mel frames, fixed sinusoidal positions, then ``encoder_layers`` blocks."""
 
@@ -650,14 +613,10 @@ class TFWhisperEncoder(TFWhisperPreTrainedModel):
         return_dict: bool | None = None,
         training: bool = False,
     ) -> BaseModelOutput | tuple[Any, ...]:
-        """``attention_mask`` is accepted for compatibility and unused: Whisper always sees 30 s of features."""
-        output_attentions = _config_flag(self.config, "output_attentions", output_attentions, False)
-        output_hidden_states = _config_flag(self.config, "output_hidden_states", output_hidden_states, False)
-        return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
-        check_input_features_shape(_checked_shape(input_features), self.config)
-        check_input_features_dtype(input_features.dtype)
-        if head_mask is not None:
-            check_head_mask_shape(head_mask.shape, len(self.layers), self.config.encoder_attention_heads, "head_mask")
+        """``attention_mask`` is accepted for compatibility and unused: Whisper always sees a whole 30-second window."""
+        resolved = arguments.encoder_call(
+            self.config, input_features, head_mask, output_attentions, output_hidden_states, return_dict
+        )
         input_features = tf.cast(input_features, self.compute_dtype)
 
         # Keras convolutions are channels-last: (batch, n_mels, frames) -> (batch, frames, n_mels), once, here.
@@ -667,8 +626,8 @@ class TFWhisperEncoder(TFWhisperPreTrainedModel):
         hidden_states = hidden_states + tf.cast(self.embed_positions.weight, hidden_states.dtype)
         hidden_states = _dropout(hidden_states, self.dropout, training)
 
-        all_hidden_states: tuple[tf.Tensor, ...] | None = () if output_hidden_states else None
-        all_attentions: tuple[Any, ...] | None = () if output_attentions else None
+        all_hidden_states: tuple[tf.Tensor, ...] | None = () if resolved.output_hidden_states else None
+        all_attentions: tuple[Any, ...] | None = () if resolved.output_attentions else None
         for index, layer in enumerate(self.layers):
             if all_hidden_states is not None:
                 all_hidden_states += (hidden_states,)
@@ -676,7 +635,7 @@ class TFWhisperEncoder(TFWhisperPreTrainedModel):
             if not self._layer_dropped(self.layerdrop, training):
                 layer_head_mask = None if head_mask is None else head_mask[index]
                 hidden_states, attn_weights = self._run_layer(
-                    layer, hidden_states, layer_head_mask, output_attentions, training=training
+                    layer, hidden_states, layer_head_mask, resolved.output_attentions, training=training
                 )
             if all_attentions is not None:
                 all_attentions += (attn_weights,)
@@ -687,7 +646,7 @@ class TFWhisperEncoder(TFWhisperPreTrainedModel):
         output = BaseModelOutput(
             last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
         )
-        return output if return_dict else output.to_tuple()
+        return output if resolved.return_dict else output.to_tuple()
 
 
 class TFWhisperDecoder(TFWhisperPreTrainedModel):
@@ -726,10 +685,7 @@ class TFWhisperDecoder(TFWhisperPreTrainedModel):
 
         Decode with it by passing ``cache_position`` (the positions being written) at every step.
         """
-        max_length = self.max_target_positions if max_length is None else max_length
-        check_decoder_length(0, max_length, self.config, name="the static cache")
-        heads = self.config.decoder_attention_heads
-        shape = (batch_size, heads, max_length, self.config.d_model // heads)  # (batch, heads, time, head_dim)
+        shape = arguments.static_cache_shape(self.config, batch_size, max_length)  # (batch, heads, time, head_dim)
         dtype = self.compute_dtype
         return tuple(
             (tf.zeros(shape, dtype), tf.zeros(shape, dtype), None, None)  # type: ignore[misc]
@@ -750,13 +706,7 @@ class TFWhisperDecoder(TFWhisperPreTrainedModel):
         allowed = key_positions[None, :] <= tf.cast(query_positions, tf.int32)[:, None]  # (query_time, key_time)
         allowed = allowed[None, None]  # (1, 1, query_time, key_time)
         if attention_mask is not None:
-            too_short = attention_mask.shape[-1] < key_length and not static
-            wrong_batch = isinstance(batch_size, int) and attention_mask.shape[0] not in (None, batch_size)
-            if attention_mask.shape[-1] > key_length or too_short or wrong_batch:
-                raise InputError(
-                    f"decoder_attention_mask has shape {_checked_shape(attention_mask)}, expected ({batch_size}, "
-                    f"{key_length}) = (batch, cached + new positions)"
-                )
+            arguments.check_decoder_attention_mask(attention_mask, batch_size, key_length, static)
             # A static cache is longer than the positions written so far: the rest is hidden by causality.
             padding = tf.ones((batch_size, key_length - attention_mask.shape[-1]), dtype=attention_mask.dtype)
             keys_kept = tf.cast(tf.concat([attention_mask, padding], axis=-1), tf.bool)
@@ -782,36 +732,20 @@ class TFWhisperDecoder(TFWhisperPreTrainedModel):
         cache_position: tf.Tensor | None = None,
         training: bool = False,
     ) -> BaseModelOutputWithPastAndCrossAttentions | tuple[Any, ...]:
-        output_attentions = _config_flag(self.config, "output_attentions", output_attentions, False)
-        output_hidden_states = _config_flag(self.config, "output_hidden_states", output_hidden_states, False)
-        use_cache = _config_flag(self.config, "use_cache", use_cache, True)
-        return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
-        if self.gradient_checkpointing and training:
-            use_cache = False  # checkpointed layers are recomputed; a cache would be built twice
-        if (input_ids is None) == (inputs_embeds is None):
-            raise InputError("pass exactly one of decoder_input_ids and decoder_inputs_embeds")
+        resolved = arguments.decoder_call(
+            self.config, input_ids, inputs_embeds, head_mask, cross_attn_head_mask, past_key_values, cache_position,
+            (use_cache, output_attentions, output_hidden_states, return_dict), _token_id_range,
+            checkpointing=self.gradient_checkpointing and training,
+        )  # fmt: skip
         if inputs_embeds is None:
-            check_token_ids_shape(input_ids.shape)
-            check_token_ids_values(input_ids.dtype, lambda: _token_id_range(input_ids), self.config.vocab_size)
             inputs_embeds = self.embed_tokens(input_ids)
         batch_size, length = _shape(inputs_embeds)[0], inputs_embeds.shape[1]
-        for mask, name in ((head_mask, "decoder_head_mask"), (cross_attn_head_mask, "cross_attn_head_mask")):
-            if mask is not None:
-                check_head_mask_shape(mask.shape, len(self.layers), self.config.decoder_attention_heads, name)
-        if past_key_values is not None:
-            check_cache_length(past_key_values, len(self.layers))
 
-        if cache_position is not None:
-            if past_key_values is None:
-                raise InputError("cache_position needs a preallocated cache: pass past_key_values=init_cache(...)")
+        if resolved.static:
             # Static cache: the keys span the whole preallocated length; the written positions are given.
-            key_length = past_key_values[0][0].shape[2]
             query_positions = tf.cast(cache_position, tf.int32)
         else:
-            past_length = 0 if past_key_values is None else past_key_values[0][0].shape[2]
-            check_decoder_length(past_length, length, self.config)
-            key_length = past_length + length
-            query_positions = tf.range(past_length, key_length, dtype=tf.int32)
+            query_positions = tf.range(resolved.past_length, resolved.key_length, dtype=tf.int32)
         if position_ids is None:
             position_ids = query_positions[None, :]  # (1, time)
 
@@ -821,13 +755,13 @@ class TFWhisperDecoder(TFWhisperPreTrainedModel):
             causal_mask = None  # one new token may look at every cached one
         else:
             causal_mask = self._causal_mask(
-                attention_mask, query_positions, key_length, batch_size, hidden_states.dtype, cache_position is not None
+                attention_mask, query_positions, resolved.key_length, batch_size, hidden_states.dtype, resolved.static
             )
 
-        all_hidden_states: tuple[tf.Tensor, ...] | None = () if output_hidden_states else None
-        all_self_attentions: tuple[Any, ...] | None = () if output_attentions else None
+        all_hidden_states: tuple[tf.Tensor, ...] | None = () if resolved.output_hidden_states else None
+        all_self_attentions: tuple[Any, ...] | None = () if resolved.output_attentions else None
         all_cross_attentions: tuple[Any, ...] | None = (
-            () if output_attentions and encoder_hidden_states is not None else None
+            () if resolved.output_attentions and encoder_hidden_states is not None else None
         )
         next_cache: list[LayerCache] = []
         for index, layer in enumerate(self.layers):
@@ -845,7 +779,7 @@ class TFWhisperDecoder(TFWhisperPreTrainedModel):
                 None if head_mask is None else head_mask[index],
                 None if cross_attn_head_mask is None else cross_attn_head_mask[index],
                 past_key_value,
-                output_attentions,
+                resolved.output_attentions,
                 cache_position,
                 training=training,
             )
@@ -860,12 +794,12 @@ class TFWhisperDecoder(TFWhisperPreTrainedModel):
 
         output = BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=hidden_states,
-            past_key_values=tuple(next_cache) if use_cache else None,
+            past_key_values=tuple(next_cache) if resolved.use_cache else None,
             hidden_states=all_hidden_states,
             attentions=all_self_attentions,
             cross_attentions=all_cross_attentions,
         )
-        return output if return_dict else output.to_tuple()
+        return output if resolved.return_dict else output.to_tuple()
 
 
 class TFWhisperModel(TFWhisperPreTrainedModel):
@@ -961,11 +895,9 @@ class TFWhisperModel(TFWhisperPreTrainedModel):
         cache_position: tf.Tensor | None = None,
         training: bool = False,
     ) -> Seq2SeqModelOutput | tuple[Any, ...]:
-        return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
+        return_dict = arguments.config_flag(self.config, "use_return_dict", return_dict, True)
         if encoder_outputs is None:
-            if input_features is None:
-                raise InputError("pass input_features (batch, num_mel_bins, frames) or encoder_outputs")
-            check_input_features_shape(_checked_shape(input_features), self.config)
+            arguments.check_encoder_inputs(input_features, self.config)
             input_features = self._mask_input_features(input_features, attention_mask, training)
             encoder_outputs = self.encoder(
                 input_features,
@@ -975,12 +907,8 @@ class TFWhisperModel(TFWhisperPreTrainedModel):
                 return_dict=True,
                 training=training,
             )
-        elif not isinstance(encoder_outputs, BaseModelOutput):
-            encoder_outputs = BaseModelOutput(
-                last_hidden_state=encoder_outputs[0],
-                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
-                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
-            )
+        else:
+            encoder_outputs = arguments.as_encoder_output(encoder_outputs, BaseModelOutput)
 
         decoder_outputs = self.decoder(
             input_ids=decoder_input_ids,
@@ -1076,10 +1004,9 @@ class TFWhisperForConditionalGeneration(TFWhisperGenerationMixin, TFWhisperPreTr
     ) -> Seq2SeqLMOutput | tuple[Any, ...]:
         """``labels`` (batch, time): next-token targets, -100 where no loss is wanted; the decoder inputs are the
         labels shifted right behind ``decoder_start_token_id`` unless given."""
-        return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
+        return_dict = arguments.config_flag(self.config, "use_return_dict", return_dict, True)
         if labels is not None:
-            check_token_ids_shape(labels.shape, name="labels")
-            check_decoder_length(0, labels.shape[1], self.config, name="labels")
+            arguments.check_labels(labels, self.config)
             if decoder_input_ids is None and decoder_inputs_embeds is None:
 
                 def shift(array: np.ndarray) -> np.ndarray:
@@ -1167,12 +1094,10 @@ class TFWhisperForAudioClassification(TFWhisperPreTrainedModel):
         return_dict: bool | None = None,
         training: bool = False,
     ) -> SequenceClassifierOutput | tuple[Any, ...]:
-        return_dict = _config_flag(self.config, "use_return_dict", return_dict, True)
-        if self.config.use_weighted_layer_sum:
-            output_hidden_states = True  # the weighted sum reads every layer's output
+        return_dict = arguments.config_flag(self.config, "use_return_dict", return_dict, True)
+        output_hidden_states = arguments.classifier_hidden_states(self.config, output_hidden_states)
         if encoder_outputs is None:
-            if input_features is None:
-                raise InputError("pass input_features (batch, num_mel_bins, frames) or encoder_outputs")
+            arguments.check_encoder_inputs(input_features)
             encoder_outputs = self.encoder(
                 input_features,
                 head_mask=head_mask,
@@ -1181,12 +1106,8 @@ class TFWhisperForAudioClassification(TFWhisperPreTrainedModel):
                 return_dict=True,
                 training=training,
             )
-        elif not isinstance(encoder_outputs, BaseModelOutput):
-            encoder_outputs = BaseModelOutput(
-                last_hidden_state=encoder_outputs[0],
-                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
-                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
-            )
+        else:
+            encoder_outputs = arguments.as_encoder_output(encoder_outputs, BaseModelOutput)
 
         if self.layer_weights is not None:
             hidden_states = tf.stack(encoder_outputs.hidden_states, axis=1)  # (batch, layers, positions, d_model)
