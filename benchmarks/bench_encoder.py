@@ -23,10 +23,11 @@ from collections.abc import Callable
 from functools import partial
 
 from benchmarks.harness import Case, Peer, Run, Settings, Unavailable, converted_model, model_dir, speech_features
+from whisper_multi.backends import model_class
 
 BATCHES = (1, 8)
 SMOKE_BATCH = 2
-BACKENDS = ("pt", "tf-xla", "tf-eager", "flax-jit")
+VARIANTS = ("pt", "tf-xla", "tf-eager", "flax-jit")  # a backend and how its encoder runs
 
 
 def _batch(batch: int, settings: Settings) -> int:
@@ -51,9 +52,7 @@ def _pt_call(encoder: object, features: object) -> Callable[[], object]:
 def _ours_pt(batch: int, settings: Settings) -> Callable[[], object]:
     import torch
 
-    from whisper_multi.pt import WhisperForConditionalGeneration
-
-    model = WhisperForConditionalGeneration.from_pretrained(model_dir()).eval()
+    model = model_class("pt").from_pretrained(model_dir()).eval()
     return _pt_call(model.get_encoder(), torch.from_numpy(speech_features(_batch(batch, settings))))
 
 
@@ -80,9 +79,7 @@ def _tf_call(encoder: object, features: object, xla: bool) -> Callable[[], objec
 
 
 def _ours_tf(batch: int, xla: bool, settings: Settings) -> Callable[[], object]:
-    from whisper_multi.tf import TFWhisperForConditionalGeneration
-
-    model = TFWhisperForConditionalGeneration.from_pretrained(model_dir())
+    model = model_class("tf").from_pretrained(model_dir())
     return _tf_call(model.get_encoder(), speech_features(_batch(batch, settings)), xla)
 
 
@@ -99,9 +96,7 @@ def _transformers_tf(batch: int, xla: bool, settings: Settings) -> Callable[[], 
 def _ours_flax(batch: int, settings: Settings) -> Callable[[], object]:
     import jax.numpy as jnp
 
-    from whisper_multi.flax import FlaxWhisperForConditionalGeneration
-
-    model = FlaxWhisperForConditionalGeneration.from_pretrained(model_dir())
+    model = model_class("flax").from_pretrained(model_dir())
     features, encode, params = jnp.asarray(speech_features(_batch(batch, settings))), model.jit_encode, model.params
     return lambda: encode(params, features).block_until_ready()
 
@@ -137,7 +132,7 @@ def _runs(backend: str, batch: int) -> tuple[Run, Run]:
 
 def cases() -> list[Case]:
     result = []
-    for backend in BACKENDS:
+    for backend in VARIANTS:
         for batch in BATCHES:
             ours, theirs = _runs(backend, batch)
             peer = Peer(theirs, memory_target=1.0)

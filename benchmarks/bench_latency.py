@@ -19,6 +19,7 @@ from collections.abc import Callable
 from functools import partial
 
 from benchmarks.harness import Case, Peer, Run, Settings, model_dir, speech_features
+from whisper_multi.backends import model_class
 
 START_TOKENS = [50257, 50362]  # tiny.en: <|startoftranscript|> <|notimestamps|>
 
@@ -26,9 +27,7 @@ START_TOKENS = [50257, 50362]  # tiny.en: <|startoftranscript|> <|notimestamps|>
 def _tf(path: str, settings: Settings) -> Callable[[], object]:
     import tensorflow as tf
 
-    from whisper_multi.tf import TFWhisperForConditionalGeneration
-
-    model = TFWhisperForConditionalGeneration.from_pretrained(model_dir())
+    model = model_class("tf").from_pretrained(model_dir())
     features = tf.constant(speech_features(1))
     if path == "encoder":
         encoder = model.get_encoder()
@@ -42,9 +41,7 @@ def _tf(path: str, settings: Settings) -> Callable[[], object]:
 def _flax(path: str, settings: Settings) -> Callable[[], object]:
     import jax.numpy as jnp
 
-    from whisper_multi.flax import FlaxWhisperForConditionalGeneration
-
-    model = FlaxWhisperForConditionalGeneration.from_pretrained(model_dir())
+    model = model_class("flax").from_pretrained(model_dir())
     features, params = jnp.asarray(speech_features(1)), model.params
     if path == "jit_encode":
         encode = model.jit_encode

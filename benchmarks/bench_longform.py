@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import importlib.util
 import json
 import os
@@ -36,13 +35,9 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import Case, Peer, Run, Settings, Unavailable
+from whisper_multi.backends import BACKENDS, model_class
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS = {
-    "pt": ("whisper_multi.pt", "WhisperForConditionalGeneration"),
-    "tf": ("whisper_multi.tf", "TFWhisperForConditionalGeneration"),
-    "flax": ("whisper_multi.flax", "FlaxWhisperForConditionalGeneration"),
-}
 OPTIONS = {"language": "en", "word_timestamps": True, "condition_on_previous_text": True}
 SUITE_SECONDS = 300.0  # the suite's long-form audio: five minutes
 SMOKE_AUDIO = ROOT / "tests" / "fixtures" / "longform" / "longform_60s.wav"
@@ -88,15 +83,19 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return float(previous[-1]) / max(len(ref), 1)
 
 
-def run_ours(backend: str, wav: Path) -> tuple[dict[str, Any], float]:
-    from whisper_multi.longform.transcribe import transcribe
+def load_ours(backend: str) -> tuple[Path, Any, Any]:
+    """(the embedded tiny.en's directory, ``backend``'s speech-to-text model of it, its tokenizer)."""
     from whisper_multi.text.tokenization_fast import WhisperTokenizerFast
     from whisper_multi.weights.packages import embedded_model_path
 
     directory = embedded_model_path()
-    module, name = BACKENDS[backend]
-    model = getattr(importlib.import_module(module), name).from_pretrained(directory)
-    tokenizer = WhisperTokenizerFast.from_pretrained(directory)
+    return directory, model_class(backend).from_pretrained(directory), WhisperTokenizerFast.from_pretrained(directory)
+
+
+def run_ours(backend: str, wav: Path) -> tuple[dict[str, Any], float]:
+    from whisper_multi.longform.transcribe import transcribe
+
+    directory, model, tokenizer = load_ours(backend)
     start = time.perf_counter()
     result = transcribe(model, wav, tokenizer, model_dir=directory, **OPTIONS)
     return result.to_dict(), time.perf_counter() - start
@@ -137,13 +136,8 @@ def _suite_audio(settings: Settings) -> Path:
 def _ours(backend: str, batched: bool, settings: Settings) -> Any:
     from whisper_multi.audio import load_audio
     from whisper_multi.longform.transcribe import transcribe, transcribe_chunked
-    from whisper_multi.text.tokenization_fast import WhisperTokenizerFast
-    from whisper_multi.weights.packages import embedded_model_path
 
-    directory = embedded_model_path()
-    module, name = BACKENDS[backend]
-    model = getattr(importlib.import_module(module), name).from_pretrained(directory)
-    tokenizer = WhisperTokenizerFast.from_pretrained(directory)
+    directory, model, tokenizer = load_ours(backend)
     audio = load_audio(str(_suite_audio(settings)))
     if batched:
         options = {"language": "en", "word_timestamps": True, "batch_size": BATCH_SIZE}
@@ -182,7 +176,7 @@ def cases() -> list[Case]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=600.0)
-    parser.add_argument("--backends", default="pt,tf,flax")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--no-peer", action="store_true", help="skip faster-whisper")
     parser.add_argument("--json", help="write every transcript and number here")
     args = parser.parse_args(argv)

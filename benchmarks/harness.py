@@ -548,7 +548,7 @@ def environment() -> list[str]:
 
 
 # --- command line ---------------------------------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None, write_files: bool = True) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description="Speed and memory against peers, every case in its own process."
     )
@@ -563,7 +563,27 @@ def main(argv: Sequence[str] | None = None, write_files: bool = True) -> int:
         help="where results.md and results.png go (default: benchmarks/, or a temporary folder with --smoke)",
     )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _measure_all(cases: list[Case], settings: Settings) -> dict[int, Outcome]:
+    """Every side of every case, each run object once (a peer shared by several cases is measured once)."""
+    results: dict[int, Outcome] = {}
+    for number, case in enumerate(cases, 1):
+        for role, run in [("ours", case.ours), *((str(i), p.run) for i, p in enumerate(case.peers))]:
+            if id(run) in results:
+                continue
+            print(f"[{number}/{len(cases)}] {case.name}: {run.label} ...", file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            results[id(run)] = outcome = _run_side(case, role, run, settings)
+            took = time.perf_counter() - start
+            shown = outcome.unavailable or format_value(outcome.value, "B" if case.kind == "memory" else "s")
+            print(f"    {shown}  ({took:.0f} s)", file=sys.stderr, flush=True)
+    return results
+
+
+def main(argv: Sequence[str] | None = None, write_files: bool = True) -> int:
+    args = _parser().parse_args(argv)
     if args.child:
         module_name, case_name, role, settings_json = args.child
         _child(module_name, case_name, role, Settings(**json.loads(settings_json)))
@@ -580,19 +600,7 @@ def main(argv: Sequence[str] | None = None, write_files: bool = True) -> int:
         print("no case matches", file=sys.stderr)
         return 2
 
-    results: dict[int, Outcome] = {}
-    for number, case in enumerate(cases, 1):
-        for role, run in [("ours", case.ours), *((str(i), p.run) for i, p in enumerate(case.peers))]:
-            if id(run) in results:
-                continue
-            print(f"[{number}/{len(cases)}] {case.name}: {run.label} ...", file=sys.stderr, flush=True)
-            start = time.perf_counter()
-            results[id(run)] = outcome = _run_side(case, role, run, settings)
-            took = time.perf_counter() - start
-            shown = outcome.unavailable or format_value(outcome.value, "B" if case.kind == "memory" else "s")
-            print(f"    {shown}  ({took:.0f} s)", file=sys.stderr, flush=True)
-
-    rows = build_rows(cases, results)
+    rows = build_rows(cases, _measure_all(cases, settings))
     print(format_table(rows))
     if write_files:
         output = args.output_dir or (

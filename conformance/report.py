@@ -129,9 +129,8 @@ def write_report(
 
 
 def _structure_row(problems: list[str]) -> check.Row:
-    return check.Row(
-        "all", "source files", "structure", "pt-tf-flax", None, None, 0.0, check.FAIL, note="; ".join(problems)
-    )
+    pair, note = "-".join(check.FRAMEWORKS), "; ".join(problems)
+    return check.Row("all", "source files", "structure", pair, None, None, 0.0, check.FAIL, note=note)
 
 
 def _number(value: float | None) -> str:

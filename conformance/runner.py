@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--configs", help=f"comma-separated, of: {', '.join(CONFIGS)}")
     parser.add_argument("--sources", help=f"comma-separated, of: {', '.join(SOURCES)}")
     parser.add_argument("--stages", help=f"comma-separated stage groups, of: {', '.join(check.STAGE_GROUPS)}")
-    parser.add_argument("--backends", help="comma-separated, of: pt, tf, flax (default: all three)")
+    parser.add_argument("--backends", help=f"comma-separated, of: {', '.join(check.FRAMEWORKS)} (default: all)")
     parser.add_argument("--no-structure", action="store_true", help="skip the model-file structure check")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from whisper_multi import __version__
+from whisper_multi.backends import BACKENDS
 from whisper_multi.errors import WhisperMultiError
 
 
@@ -105,8 +105,6 @@ def _check_command(args: argparse.Namespace) -> int:
     """Load a checkpoint in every backend, compare each stage on a speech clip, print each row as it is measured."""
     from whisper_multi.tools.check import (
         CHECK_GROUPS,
-        FRAMEWORK_NAMES,
-        FRAMEWORKS,
         TOLERANCE_LEGEND,
         markdown_header,
         markdown_row,
@@ -114,7 +112,7 @@ def _check_command(args: argparse.Namespace) -> int:
         summary_line,
     )  # fmt: skip
 
-    backends = _names(args.parser, "--backends", args.backends, FRAMEWORKS)
+    backends = _names(args.parser, "--backends", args.backends, list(BACKENDS))
     groups = _names(args.parser, "--stages", args.stages, CHECK_GROUPS) if args.stages else list(CHECK_GROUPS)
     if len(backends) < 2:
         print(f"whisper-multi check: only {', '.join(backends)} asked for: nothing to compare across backends; "
@@ -137,7 +135,7 @@ def _check_command(args: argparse.Namespace) -> int:
     status.clear()
     print(f"\n{summary_line(report.rows)} in {report.wall_s:.0f} s\n\n{TOLERANCE_LEGEND}")
     for name, reason in report.skipped.items():
-        print(f"skipped {FRAMEWORK_NAMES[name]} ({name}): {reason}")
+        print(f"skipped {BACKENDS[name].framework} ({name}): {reason}")
     for row in report.failures:
         print(f"FAILED {row.stage} {row.pair}: {row.note or f'max abs {row.max_abs:.3g} > {row.tolerance:g}'}")
     for row in report.not_available:
@@ -192,7 +190,9 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
         help=f"checkpoint directory in any format the weight layer reads, or an embedded model package "
         f"(default: {DEFAULT_MODEL}, Whisper tiny.en)",
     )  # fmt: skip
-    check.add_argument("--backends", default="pt,tf,flax", help="comma-separated, of pt, tf, flax (default: all)")
+    check.add_argument(
+        "--backends", default=",".join(BACKENDS), help=f"comma-separated, of {', '.join(BACKENDS)} (default: all)"
+    )
     check.add_argument("--audio", metavar="FILE", help="speech clip (default: the bundled English sentence)")
     check.add_argument(
         "--tolerance", type=float, metavar="X",
@@ -206,24 +206,18 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
     check.set_defaults(handler=_check_command, parser=check)
 
 
-_BACKEND_CLASSES = {
-    "pt": ("whisper_multi.pt", "WhisperForConditionalGeneration"),
-    "tf": ("whisper_multi.tf", "TFWhisperForConditionalGeneration"),
-    "flax": ("whisper_multi.flax", "FlaxWhisperForConditionalGeneration"),
-}
-
-
 def _speech_to_text_class(backend: str) -> Any:
     """The backend's speech-to-text class, its framework imported with the start-up lines hidden: TensorFlow prints
     them from C++ onto the stderr file descriptor (oneDNN, CPU features) before any Python logging is set up. (Not
-    through ``check.BACKENDS``, which turns TensorFlow's oneDNN kernels off for parity.)"""
-    module, name = _BACKEND_CLASSES[backend]
+    through check's adapters, which turn TensorFlow's oneDNN kernels off for parity.)"""
+    from whisper_multi.backends import model_class
+
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "wb") as null:
             os.dup2(null.fileno(), 2)
-            return getattr(importlib.import_module(module), name)
+            return model_class(backend)
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -344,7 +338,7 @@ def _add_transcribe_parser(commands: argparse._SubParsersAction) -> None:
         "--model", metavar="MODEL",
         help=f"checkpoint directory or installed model package (default: the embedded {DEFAULT_MODEL}, tiny.en)",
     )  # fmt: skip
-    transcribe.add_argument("--backend", choices=list(_BACKEND_CLASSES), default="pt", help="framework (default pt)")
+    transcribe.add_argument("--backend", choices=list(BACKENDS), default="pt", help="framework (default pt)")
     transcribe.add_argument(
         "--language", help='spoken language: name, code or token ("English", "en", "<|en|>"; default: detected, '
         "English for .en models)",
