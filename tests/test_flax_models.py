@@ -1,16 +1,13 @@
-"""Flax Whisper models against the PyTorch ones, on the same canonical weights.
+"""What only the Flax models have: the ``decode`` wrapper and the compiled functions, optax training, dropout keys,
+SpecAugment as JAX draws it, scanned layers, Transformers' msgpack files, Flax dtypes, real tiny.en weights.
 
-Every random-weight comparison builds the PyTorch model, hands its ``state_dict`` to the Flax model through the
-canonical table, and compares every output by max absolute difference (float32 on CPU, default matmul precision:
-XLA's CPU float32 matmul is exact float32, no reduced-precision passes). Real tiny.en weights come from the embedded
-CTranslate2 package; their references are tests/fixtures/pt/ (Transformers 4.57, see scripts/make_pt_fixtures.py).
+What the three backends share is tested once for all of them in tests/test_models.py (float32 on CPU, default
+matmul precision: XLA's CPU float32 matmul is exact float32, no reduced-precision passes). Real tiny.en weights come
+from the embedded CTranslate2 package; their references are tests/fixtures/pt/ (Transformers 4.57, see
+scripts/make_pt_fixtures.py).
 """
 
 from __future__ import annotations
-
-import json
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,188 +15,62 @@ import pytest
 jax = pytest.importorskip("jax")
 pytest.importorskip("flax")
 import jax.numpy as jnp  # noqa: E402
+from conformance.configs import random_config, random_features, random_labels, random_tensors, random_token_ids  # noqa: E402
 
-from conftest import float32_pair_bound  # noqa: E402
-from whisper_multi.configuration import WhisperConfig  # noqa: E402
-from whisper_multi.errors import CheckpointError, InputError  # noqa: E402
-from whisper_multi.flax import (  # noqa: E402
-    FlaxWhisperForAudioClassification,
-    FlaxWhisperForConditionalGeneration,
-    FlaxWhisperModel,
-    Seq2SeqLMOutput,
-)
-from whisper_multi.modeling.utils import sinusoids  # noqa: E402
-from whisper_multi.weights.table import canonical_parameters  # noqa: E402
+from conftest import float32_pair_bound, load_tiny_en  # noqa: E402
+from whisper_multi.errors import InputError  # noqa: E402
+from whisper_multi.flax import FlaxWhisperForAudioClassification, FlaxWhisperForConditionalGeneration  # noqa: E402
 
-FIXTURES = Path(__file__).parent / "fixtures" / "pt"
-BATCH, LENGTH = 2, 5
-SOURCE_POSITIONS, TARGET_POSITIONS = 16, 32  # 32 mel frames keep the random models fast
+BATCH, LENGTH = 2, 6  # random_labels are 6 long
 TOLERANCE = 1e-5
-CONFIGS = {
-    "d64-2+2-h4": {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "heads": 4},
-    "d48-3+1-h6": {"d_model": 48, "encoder_layers": 3, "decoder_layers": 1, "heads": 6},
-}
 PREFIX = [50257, 50362]  # <|startoftranscript|><|notimestamps|> of tiny.en
 EOT = 50256
-
-
-def tiny_config(name: str = "d64-2+2-h4", **overrides) -> WhisperConfig:
-    shape = CONFIGS[name]
-    fields = {
-        "d_model": shape["d_model"],
-        "encoder_layers": shape["encoder_layers"],
-        "decoder_layers": shape["decoder_layers"],
-        "encoder_attention_heads": shape["heads"],
-        "decoder_attention_heads": shape["heads"],
-        "encoder_ffn_dim": 2 * shape["d_model"],
-        "decoder_ffn_dim": 2 * shape["d_model"],
-        "max_source_positions": SOURCE_POSITIONS,
-        "max_target_positions": TARGET_POSITIONS,
-        "num_labels": 3,
-    }
-    return WhisperConfig(**{**fields, **overrides})
+CONFIG = random_config("tiny")
 
 
 def features(batch: int = BATCH, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((batch, 80, 2 * SOURCE_POSITIONS)).astype(np.float32)
+    return random_features(CONFIG, batch, seed)
 
 
 def token_ids(batch: int = BATCH, length: int = LENGTH, seed: int = 2) -> np.ndarray:
-    ids = np.random.default_rng(seed).integers(0, 50000, (batch, length))
-    ids[:, 0] = 50257
-    return ids
-
-
-def labels_with_ignored(seed: int = 3) -> np.ndarray:
-    labels = token_ids(seed=seed)
-    labels[0, -2:] = -100
-    return labels
+    return random_token_ids(CONFIG, batch, length, seed)
 
 
 def max_abs(a, b) -> float:
-    a = a.detach().numpy() if hasattr(a, "detach") else np.asarray(a)
-    return float(np.abs(a.astype(np.float64) - np.asarray(b).astype(np.float64)).max())
+    return float(np.abs(np.asarray(a).astype(np.float64) - np.asarray(b).astype(np.float64)).max())
 
 
-def pt_state_dict(model) -> dict[str, np.ndarray]:
-    return {name: tensor.detach().numpy() for name, tensor in model.state_dict().items()}
-
-
-# --- pairs of models on the same weights ---------------------------------------------------------------------------
-def pt_pair(name: str, flax_class=FlaxWhisperForConditionalGeneration, pt_name: str = "WhisperForConditionalGeneration", seed: int = 0, **overrides):  # fmt: skip
-    torch = pytest.importorskip("torch")
-    import whisper_multi.pt as pt
-
-    torch.manual_seed(seed)
-    config = tiny_config(name, **overrides)
-    pt_model = getattr(pt, pt_name)(config).eval()
-    return pt_model, flax_class.from_state_dict(config, pt_state_dict(pt_model))
-
-
-@pytest.fixture(scope="module", params=list(CONFIGS))
-def pair(request):
-    return pt_pair(request.param)
+@pytest.fixture(scope="module", params=["tiny", "odd"])
+def random_model(request):
+    """A model of random canonical weights (conformance.configs) per config."""
+    config = random_config(request.param)
+    return FlaxWhisperForConditionalGeneration.from_state_dict(config, random_tensors(config))
 
 
 @pytest.fixture(scope="module")
 def model():
-    return FlaxWhisperForConditionalGeneration(tiny_config(), seed=0)
+    return FlaxWhisperForConditionalGeneration(CONFIG, seed=0)
 
 
-def _compare(pt_output, flax_output, skip=("past_key_values",)) -> dict[str, float]:
-    """Max abs difference per output field (tuples: the max over their members)."""
-    differences = {}
-    assert list(pt_output.keys()) == list(flax_output.keys())
-    for key in pt_output.keys():
-        if key in skip:
-            continue
-        expected, found = pt_output[key], flax_output[key]
-        if isinstance(expected, tuple):
-            expected, found = jax.tree_util.tree_leaves(expected), jax.tree_util.tree_leaves(found)
-            assert len(expected) == len(found), key
-            differences[key] = max(max_abs(e, f) for e, f in zip(expected, found))
-        else:
-            differences[key] = max_abs(expected, found)
-    return differences
-
-
-# --- parity with PyTorch ------------------------------------------------------------------------------------------
-def test_every_output_matches_pytorch(pair):
-    torch = pytest.importorskip("torch")
-    pt_model, flax_model = pair
-    labels = labels_with_ignored()
-    with torch.no_grad():
-        expected = pt_model(
-            torch.from_numpy(features()), labels=torch.from_numpy(labels), output_attentions=True,
-            output_hidden_states=True, use_cache=True,
-        )  # fmt: skip
-    found = flax_model(features(), labels=labels, output_attentions=True, output_hidden_states=True, use_cache=True)
-    assert isinstance(found, Seq2SeqLMOutput)
-    differences = _compare(expected, found)
-    assert set(differences) >= {"loss", "logits", "decoder_hidden_states", "decoder_attentions", "cross_attentions",
-                                "encoder_last_hidden_state", "encoder_hidden_states", "encoder_attentions"}  # fmt: skip
-    assert max(differences.values()) <= TOLERANCE, differences
-    for (pk, pv, pck, pcv), (fk, fv, fck, fcv) in zip(expected.past_key_values, found.past_key_values):
-        assert max(max_abs(a, b) for a, b in ((pk, fk), (pv, fv), (pck, fck), (pcv, fcv))) <= TOLERANCE
-
-
-def test_base_model_and_return_dict_false_match_pytorch():
-    torch = pytest.importorskip("torch")
-    pt_model, flax_model = pt_pair("d64-2+2-h4", FlaxWhisperModel, "WhisperModel")
-    with torch.no_grad():
-        expected = pt_model(torch.from_numpy(features()), decoder_input_ids=torch.from_numpy(token_ids()))
-    found = flax_model(features(), decoder_input_ids=token_ids(), return_dict=False)
-    assert isinstance(found, tuple) and len(found) == len(expected.to_tuple())
-    assert max_abs(expected.last_hidden_state, found[0]) <= TOLERANCE
-    assert max_abs(expected.encoder_last_hidden_state, found[-1]) <= TOLERANCE
-
-
-def test_head_masks_and_decoder_padding_match_pytorch(pair):
-    torch = pytest.importorskip("torch")
-    pt_model, flax_model = pair
-    config = pt_model.config
-    rng = np.random.default_rng(4)
-    masks = {
-        "head_mask": (rng.random((config.encoder_layers, config.encoder_attention_heads)) > 0.5).astype(np.float32),
-        "decoder_head_mask": (rng.random((config.decoder_layers, config.decoder_attention_heads)) > 0.5).astype(np.float32),
-        "cross_attn_head_mask": rng.random((config.decoder_layers, config.decoder_attention_heads)).astype(np.float32),
-        "decoder_attention_mask": np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
-    }  # fmt: skip
-    with torch.no_grad():
-        expected = pt_model(
-            torch.from_numpy(features()), decoder_input_ids=torch.from_numpy(token_ids()), output_attentions=True,
-            **{name: torch.from_numpy(mask) for name, mask in masks.items()},
-        )  # fmt: skip
-    found = flax_model(features(), decoder_input_ids=token_ids(), output_attentions=True, **masks)
-    differences = _compare(expected, found)
-    assert max(differences.values()) <= TOLERANCE, differences
-    silenced = np.asarray(found.encoder_attentions[0])[:, masks["head_mask"][0] == 0]
-    assert np.all(silenced == 0)
-
-
-def test_cached_decoding_matches_the_full_pytorch_logits(pair):
-    torch = pytest.importorskip("torch")
-    pt_model, flax_model = pair
-    ids = token_ids()
-    with torch.no_grad():
-        expected = pt_model(torch.from_numpy(features()), decoder_input_ids=torch.from_numpy(ids)).logits.numpy()
-    encoder_states = flax_model.jit_encode(flax_model.params, jnp.asarray(features()))
+# --- the decode wrapper and the compiled functions ------------------------------------------------------------------
+def test_the_decode_wrapper_and_the_compiled_step_give_the_full_pass_logits(random_model):
+    config = random_model.config
+    ids = random_token_ids(config, length=LENGTH)
+    expected = np.asarray(random_model(random_features(config), decoder_input_ids=ids).logits)
+    encoder_states = random_model.jit_encode(random_model.params, jnp.asarray(random_features(config)))
     # Dynamic cache (grows by concatenation), through the wrapper: two tokens, then one at a time.
-    out = flax_model.decode(ids[:, :2], (encoder_states,))
+    out = random_model.decode(ids[:, :2], (encoder_states,))
     dynamic = [np.asarray(out.logits)]
     for step in range(2, LENGTH):
-        out = flax_model.decode(ids[:, step : step + 1], (encoder_states,), past_key_values=out.past_key_values)
+        out = random_model.decode(ids[:, step : step + 1], (encoder_states,), past_key_values=out.past_key_values)
         dynamic.append(np.asarray(out.logits))
     assert max_abs(expected, np.concatenate(dynamic, axis=1)) <= TOLERANCE
     # Static cache, through the compiled step.
-    cache = flax_model.init_cache(BATCH, max_length=8)
-    logits, cache = flax_model.jit_decode_step(
-        flax_model.params, jnp.asarray(ids[:, :2]), cache, encoder_states, jnp.arange(2)
-    )
-    static = [np.asarray(logits)]
-    for step in range(2, LENGTH):
-        logits, cache = flax_model.jit_decode_step(
-            flax_model.params, jnp.asarray(ids[:, step : step + 1]), cache, encoder_states, jnp.arange(step, step + 1)
+    cache = random_model.init_cache(BATCH, max_length=8)
+    static = []
+    for start, stop in [(0, 2), *((step, step + 1) for step in range(2, LENGTH))]:
+        logits, cache = random_model.jit_decode_step(
+            random_model.params, jnp.asarray(ids[:, start:stop]), cache, encoder_states, jnp.arange(start, stop)
         )
         static.append(np.asarray(logits))
     assert max_abs(expected, np.concatenate(static, axis=1)) <= TOLERANCE
@@ -221,28 +92,6 @@ def test_compiled_functions_trace_once_per_shape(model):
     assert model.jit_decode_step._cache_size() == 2  # one more for the single-token step, reused ten times
 
 
-@pytest.mark.parametrize("weighted", [False, True])
-def test_audio_classification_matches_pytorch(weighted):
-    torch = pytest.importorskip("torch")
-    pt_model, flax_model = pt_pair(
-        "d48-3+1-h6",
-        FlaxWhisperForAudioClassification,
-        "WhisperForAudioClassification",
-        use_weighted_layer_sum=weighted,
-    )
-    if weighted:
-        with torch.no_grad():
-            pt_model.layer_weights.copy_(torch.tensor([0.1, 0.4, -0.3, 0.2]))
-        flax_model.load_state_dict(pt_state_dict(pt_model))
-    labels = np.array([0, 2])
-    with torch.no_grad():
-        expected = pt_model(torch.from_numpy(features()), labels=torch.from_numpy(labels), output_attentions=True)
-    found = flax_model(features(), labels=labels, output_attentions=True)
-    differences = _compare(expected, found)
-    assert set(differences) >= {"loss", "logits", "attentions"}
-    assert max(differences.values()) <= TOLERANCE, differences
-
-
 # --- training ------------------------------------------------------------------------------------------------------
 def _value_and_grad(flax_model, labels):
     """A compiled ``params -> (loss, gradients)`` on the fixed features and labels."""
@@ -253,45 +102,16 @@ def _value_and_grad(flax_model, labels):
     return jax.jit(jax.value_and_grad(loss_fn))
 
 
-def test_gradients_match_pytorch():
-    torch = pytest.importorskip("torch")
-    from whisper_multi.flax import state_dict_from_params
-
-    pt_model, flax_model = pt_pair("d64-2+2-h4")
-    labels = labels_with_ignored()
-    pt_model.train()
-    loss = pt_model(torch.from_numpy(features()), labels=torch.from_numpy(labels)).loss
-    loss.backward()
-    flax_loss, grads = _value_and_grad(flax_model, jnp.asarray(labels))(flax_model.params)
-    assert abs(float(loss.detach()) - float(flax_loss)) <= TOLERANCE
-    flax_grads = state_dict_from_params(flax_model.config, grads, "conditional_generation")
-    worst = 0.0
-    for name, parameter in pt_model.named_parameters():
-        if parameter.grad is None:  # the fixed encoder positions
-            assert np.all(flax_grads[name] == 0), name
-            continue
-        expected = parameter.grad.numpy()
-        worst = max(worst, float(np.abs(flax_grads[name] - expected).max() / (np.abs(expected).max() + 1e-12)))
-    assert worst <= 1e-4, f"worst relative gradient difference {worst:.3g}"
-
-
-def test_an_optax_step_lowers_the_loss_and_remat_keeps_the_gradients():
+def test_an_optax_step_lowers_the_loss_and_remat_in_training_keeps_it():
     optax = pytest.importorskip("optax")
-    model = FlaxWhisperForConditionalGeneration(tiny_config(), seed=1)
-    labels = jnp.asarray(labels_with_ignored())
+    model = FlaxWhisperForConditionalGeneration(CONFIG, seed=1)
+    labels = jnp.asarray(random_labels(CONFIG))
     value_and_grad = _value_and_grad(model, labels)
     loss, grads = value_and_grad(model.params)
-    checkpointed = FlaxWhisperForConditionalGeneration(tiny_config(), seed=1, gradient_checkpointing=True)
+    checkpointed = FlaxWhisperForConditionalGeneration(CONFIG, seed=1, gradient_checkpointing=True)
     checkpointed.params = model.params
-
-    def train_loss(params):
-        return checkpointed(
-            features(), labels=labels, params=params, train=True, dropout_rng=jax.random.PRNGKey(0)
-        ).loss
-
-    remat_loss, remat_grads = jax.jit(jax.value_and_grad(train_loss))(model.params)
-    assert abs(float(loss) - float(remat_loss)) <= TOLERANCE  # no dropout in the config: training = eval
-    assert max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(remat_grads))) <= 1e-6  # fmt: skip
+    trained = checkpointed(features(), labels=labels, train=True, dropout_rng=jax.random.PRNGKey(0)).loss
+    assert abs(float(loss) - float(trained)) <= TOLERANCE  # no dropout in the config: training = eval
 
     optimizer = optax.adam(1e-3)
     state = optimizer.init(model.params)
@@ -304,7 +124,7 @@ def test_an_optax_step_lowers_the_loss_and_remat_keeps_the_gradients():
 
 
 def test_dropout_needs_a_key_and_changes_outputs_only_in_training():
-    model = FlaxWhisperForConditionalGeneration(tiny_config(dropout=0.5), seed=0)
+    model = FlaxWhisperForConditionalGeneration(random_config("tiny", dropout=0.5), seed=0)
     ids = token_ids()
     with pytest.raises(InputError, match="dropout_rng"):
         model(features(), decoder_input_ids=ids, train=True)
@@ -317,7 +137,7 @@ def test_dropout_needs_a_key_and_changes_outputs_only_in_training():
 
 
 def test_spec_augment_masks_spans_only_when_training_and_enabled():
-    config = tiny_config(apply_spec_augment=True, mask_time_prob=0.3, mask_time_length=4, mask_time_min_masks=1,
+    config = random_config("tiny", apply_spec_augment=True, mask_time_prob=0.3, mask_time_length=4, mask_time_min_masks=1,
                          mask_feature_prob=0.2, mask_feature_length=5)  # fmt: skip
     model = FlaxWhisperForConditionalGeneration(config, seed=0)
     values = jnp.asarray(np.abs(features()) + 1.0)  # no zeros of its own
@@ -340,27 +160,20 @@ def test_spec_augment_masks_spans_only_when_training_and_enabled():
         assert 5 <= row.sum() <= 80 * 0.2 + 5 * 2
 
 
-def test_layerdrop_skips_layers_only_in_training():
-    config = tiny_config(encoder_layerdrop=1.0, decoder_layerdrop=1.0)
-    model = FlaxWhisperForConditionalGeneration(config, seed=0)
-    kwargs = {"decoder_input_ids": token_ids(), "output_hidden_states": True}
-    trained = model(features(), train=True, dropout_rng=jax.random.PRNGKey(0), **kwargs)
-    evaluated = model(features(), **kwargs)
-    for states in (trained.encoder_hidden_states, trained.decoder_hidden_states):
-        assert all(np.array_equal(states[0], state) for state in states[1:-1])  # every layer skipped
-    assert not np.array_equal(evaluated.encoder_hidden_states[0], evaluated.encoder_hidden_states[1])
-
-
 # --- scanned layers ------------------------------------------------------------------------------------------------
-def test_scanned_layers_give_the_unscanned_outputs_and_weights(pair):
-    _, flax_model = pair
+def test_scanned_layers_give_the_unscanned_outputs_and_weights(random_model):
+    flax_model = random_model
     config = flax_model.config
     scanned = FlaxWhisperForConditionalGeneration.from_state_dict(config, flax_model.state_dict(), scan_layers=True)
     assert scanned.params["model"]["encoder"]["layers"]["fc1"]["kernel"].shape[0] == config.encoder_layers
-    kwargs = {"decoder_input_ids": token_ids(), "labels": labels_with_ignored(), "output_attentions": True,
+    kwargs = {"decoder_input_ids": token_ids(), "labels": random_labels(CONFIG), "output_attentions": True,
               "output_hidden_states": True}  # fmt: skip
-    differences = _compare(flax_model(features(), **kwargs), scanned(features(), **kwargs), skip=())
-    assert max(differences.values()) <= 1e-6, differences
+    # One compiled loop body instead of unrolled layers: XLA may fuse the float32 sums differently, by a few ulps.
+    unscanned, found = flax_model(features(), **kwargs), scanned(features(), **kwargs)
+    assert list(unscanned.keys()) == list(found.keys())
+    for name in unscanned.keys():
+        expected, leaves = jax.tree_util.tree_leaves(unscanned[name]), jax.tree_util.tree_leaves(found[name])
+        assert len(expected) == len(leaves) and max(max_abs(a, b) for a, b in zip(expected, leaves)) <= TOLERANCE, name
     encoder_states = scanned.jit_encode(scanned.params, jnp.asarray(features()))
     cache = scanned.init_cache(BATCH, max_length=8)
     _, cache = scanned.jit_decode_step(
@@ -376,111 +189,34 @@ def test_scanned_layers_give_the_unscanned_outputs_and_weights(pair):
 
 
 # --- loading and saving --------------------------------------------------------------------------------------------
-def test_flax_save_loads_bit_exact_in_pytorch_and_back(tmp_path):
-    torch = pytest.importorskip("torch")
-    from whisper_multi.pt import WhisperForConditionalGeneration
-
-    model = FlaxWhisperForConditionalGeneration(tiny_config("d48-3+1-h6"), seed=3)
-    files = model.save_pretrained(tmp_path / "flax")
-    assert [f.name for f in files] == ["config.json", "model.safetensors"]
-    assert json.loads((tmp_path / "flax" / "config.json").read_text())["architectures"] == ["WhisperForConditionalGeneration"]  # fmt: skip
-    pt_model = WhisperForConditionalGeneration.from_pretrained(tmp_path / "flax")
-    saved = model.state_dict()
-    loaded = pt_state_dict(pt_model)
-    assert all(np.array_equal(saved[name], loaded[name]) for name in saved)
-    pt_model.save_pretrained(tmp_path / "pt")
-    again = FlaxWhisperForConditionalGeneration.from_pretrained(tmp_path / "pt")
-    assert all(
-        np.array_equal(a, b)
-        for a, b in zip(jax.tree_util.tree_leaves(model.params), jax.tree_util.tree_leaves(again.params))
-    )
-    with torch.no_grad():
-        expected = pt_model(torch.from_numpy(features()), decoder_input_ids=torch.from_numpy(token_ids())).logits
-    assert max_abs(expected, again(features(), decoder_input_ids=token_ids()).logits) <= TOLERANCE
-
-
-def test_checkpoints_load_across_classes_formats_and_shards(model, tmp_path):
+def test_transformers_msgpack_loads_and_heads_hold_their_param_trees(model, tmp_path):
     from whisper_multi.weights.hf_formats import write_flax
 
-    model.save_pretrained(tmp_path / "sharded", max_shard_size=200_000)
-    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
-    base = FlaxWhisperModel.from_pretrained(tmp_path / "sharded")
-    assert np.array_equal(
-        base.params["encoder"]["conv1"]["kernel"], model.params["model"]["encoder"]["conv1"]["kernel"]
-    )
-    with pytest.warns(UserWarning, match="newly initialised: projector.weight"):
-        classifier = FlaxWhisperForAudioClassification.from_pretrained(tmp_path / "sharded")
-    assert set(classifier.params) == {"encoder", "projector", "classifier"}
-    # Transformers' flax_model.msgpack, read by weights.hf_formats.
-    (tmp_path / "hf").mkdir()
-    model.config.save_pretrained(tmp_path / "hf")
-    write_flax(tmp_path / "hf", model.config, model.state_dict())
-    from_msgpack = FlaxWhisperForConditionalGeneration.from_pretrained(tmp_path / "hf")
+    model.config.save_pretrained(tmp_path)
+    write_flax(tmp_path, model.config, model.state_dict())  # Transformers' flax_model.msgpack
+    from_msgpack = FlaxWhisperForConditionalGeneration.from_pretrained(tmp_path)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(model.params), jax.tree_util.tree_leaves(from_msgpack.params)))  # fmt: skip
-
-
-@pytest.mark.parametrize("change", ["rename", "reshape", "drop"])
-def test_a_wrong_checkpoint_is_refused_naming_the_parameter(model, change):
-    tensors = dict(model.state_dict())
-    name = "model.decoder.layers.1.fc1.weight"
-    if change == "rename":
-        tensors["model.decoder.layers.1.fc_1.weight"] = tensors.pop(name)
-    elif change == "reshape":
-        tensors[name] = tensors[name][:, :-1]
-    else:
-        del tensors[name]
-    with pytest.raises(CheckpointError, match=r"model\.decoder\.layers\.1\.fc"):
-        FlaxWhisperForConditionalGeneration.from_state_dict(model.config, tensors)
-
-
-def test_initialisation_follows_the_table_and_pytorch(model):
-    config = model.config
-    tensors = model.state_dict()
-    expected = canonical_parameters(config, "conditional_generation")
-    assert list(tensors) == list(expected)
-    assert all(tensors[name].shape == spec.shape for name, spec in expected.items())
-    assert np.array_equal(tensors["model.encoder.embed_positions.weight"], sinusoids(SOURCE_POSITIONS, config.d_model))
-    assert np.all(tensors["model.decoder.embed_tokens.weight"][config.pad_token_id] == 0)
-    assert np.all(tensors["model.encoder.layer_norm.weight"] == 1)
-    assert abs(float(tensors["model.decoder.layers.0.fc1.weight"].std()) - config.init_std) < 0.002
+    with pytest.warns(UserWarning, match="newly initialised: projector.weight"):
+        classifier = FlaxWhisperForAudioClassification.from_pretrained(tmp_path)
+    assert set(classifier.params) == {"encoder", "projector", "classifier"}
 
 
 def test_dtypes(model):
-    half = FlaxWhisperForConditionalGeneration(tiny_config(), dtype=jnp.bfloat16, _do_init=False)
+    half = FlaxWhisperForConditionalGeneration(CONFIG, dtype=jnp.bfloat16, _do_init=False)
     half.params = model.params
     out = half(features(), decoder_input_ids=token_ids())
     assert out.logits.dtype == jnp.bfloat16 and out.encoder_last_hidden_state.dtype == jnp.bfloat16
     assert half.init_cache(1, 4)[0][0].dtype == jnp.bfloat16
     full = model(features(), decoder_input_ids=token_ids()).logits
     assert max_abs(full, out.logits.astype(jnp.float32)) < 0.1
-    stored = FlaxWhisperForConditionalGeneration(tiny_config(), param_dtype=jnp.bfloat16, seed=0)
+    stored = FlaxWhisperForConditionalGeneration(CONFIG, param_dtype=jnp.bfloat16, seed=0)
     assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(stored.params)} == {jnp.dtype(jnp.bfloat16)}
-
-
-def test_input_checks_name_the_expected_shape(model):
-    with pytest.raises(InputError, match=r"\(batch, 80, 32\)"):
-        model(features()[:, :, :30], decoder_input_ids=token_ids())
-    with pytest.raises(InputError, match="max_target_positions=32"):
-        model(features(), decoder_input_ids=token_ids(length=33))
-    with pytest.raises(InputError, match=r"\(2, 4\) = \(layers, heads\)"):
-        model(features(), decoder_input_ids=token_ids(), head_mask=np.ones((2, 3)))
-    with pytest.raises(InputError, match="cache_position needs a preallocated cache"):
-        model(features(), decoder_input_ids=token_ids(), cache_position=jnp.arange(LENGTH))
 
 
 # --- real weights: tiny.en -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_en():
-    from whisper_multi.weights.packages import embedded_model_path
-
-    try:
-        path = embedded_model_path()
-    except Exception as error:  # the package of real weights is an optional install
-        pytest.skip(f"tiny.en weights not installed: {error}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # float32 weights: no dequantization warning expected
-        model = FlaxWhisperForConditionalGeneration.from_pretrained(path)
-    reference = dict(np.load(FIXTURES / "tiny_en_reference.npz"))
+    path, model, reference = load_tiny_en(FlaxWhisperForConditionalGeneration.from_pretrained)
     encoder_states = model.jit_encode(model.params, jnp.asarray(reference["input_features"]))
     return path, model, reference, encoder_states
 

