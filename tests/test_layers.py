@@ -18,6 +18,7 @@ CORE_FOR_MODELS = {"errors", "configuration", "backends", "modeling", "decoding"
 CORE = {
     "errors",
     "jsonfile",
+    "hub",
     "backends",
     "text",
     "configuration",
@@ -33,15 +34,17 @@ TOOLS_SEE = CORE | {"processing", "longform", "__version__"} | BACKEND_PARTS
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "jsonfile": {"errors"},
+    # Checkpoints by Hub name: a base layer, so the config, feature extractor and tokenizers resolve names too.
+    "hub": {"errors"},
     "backends": {"errors"},
-    "text": {"errors", "jsonfile", "backends"},
-    "configuration": {"errors", "jsonfile", "text"},
-    "features": {"errors", "jsonfile", "backends"},
+    "text": {"errors", "jsonfile", "backends", "hub"},
+    "configuration": {"errors", "jsonfile", "text", "hub"},
+    "features": {"errors", "jsonfile", "backends", "hub"},
     "audio": {"errors", "features"},
     "modeling": {"errors", "configuration"},
     "decoding": {"errors", "backends", "configuration", "modeling", "text"},
-    "weights": {"errors", "jsonfile", "backends", "configuration", "features", "text"},
-    "processing": {"errors", "configuration", "features", "text", "weights"},
+    "weights": {"errors", "jsonfile", "backends", "configuration", "features", "text", "hub"},
+    "processing": {"errors", "audio", "configuration", "features", "text", "weights", "hub"},
     "longform": {"errors", "backends", "configuration", "audio", "features", "text", "decoding"},
     # Each backend sees the core below the long-form layer, never another backend.
     **{part: CORE_FOR_MODELS for part in BACKEND_PARTS},

@@ -21,6 +21,7 @@ _LAZY: dict[str, str] = {
     "WhisperProcessor": "processing",
     "EnglishTextNormalizer": "text.normalizers",
     "BasicTextNormalizer": "text.normalizers",
+    "evaluate": "longform.evaluate",
     "WhisperMultiError": "errors",
     "ConfigError": "errors",
     "InputError": "errors",

@@ -12,7 +12,7 @@ module imports numpy only.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,10 +180,19 @@ def load_audio(path: str | os.PathLike[str], sampling_rate: int = SAMPLE_RATE, m
     if samples.shape[0] == 0:
         raise InputError(f"audio file {file} holds no samples (0 frames); expected at least one")
     _check_finite(samples, file, 0)
-    if rate != sampling_rate:
-        soxr = _import("soxr")
-        samples = soxr.resample(samples, rate, sampling_rate, quality=RESAMPLE_QUALITY).astype(np.float32, copy=False)
+    samples = resample(samples, rate, sampling_rate)
     return np.ascontiguousarray(samples[:, 0] if mono else samples.T)
+
+
+def resample(samples: np.ndarray, rate: int, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """float32 ``samples`` ((frames,) or (frames, channels)) from ``rate`` to ``sampling_rate`` Hz with soxr, the
+    resampler of ``load_audio``; returned as they are when the rates agree."""
+    rate, sampling_rate = _check_rate("rate", rate), _check_rate("sampling_rate", sampling_rate)
+    samples = np.asarray(samples, dtype=np.float32)
+    if rate == sampling_rate:
+        return samples
+    soxr = _import("soxr")
+    return soxr.resample(samples, rate, sampling_rate, quality=RESAMPLE_QUALITY).astype(np.float32, copy=False)
 
 
 def stream_audio(
@@ -240,3 +249,63 @@ def _take(pending: list[np.ndarray], count: int) -> tuple[np.ndarray, list[np.nd
     joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
     rest = joined[count:]
     return np.ascontiguousarray(joined[:count], dtype=np.float32), [rest] if len(rest) else [], len(rest)
+
+
+# --- `datasets` Audio values ----------------------------------------------------------------------------------------
+# The columns a datasets row keeps its transcript in, the first present taken unless one is named (datasets' own
+# audiofolder examples use "transcription"; Common Voice "sentence").
+DATASET_TEXT_COLUMNS = ("transcription", "text", "sentence")
+
+
+def is_audio_value(value: Any) -> bool:
+    """Whether ``value`` is a ``datasets`` Audio value: a dict with ``array`` and ``sampling_rate`` (decoded), one
+    with ``path`` and/or ``bytes`` (``Audio(decode=False)``), or datasets' torchcodec decoder (read by key)."""
+    if isinstance(value, Mapping):
+        return any(key in value for key in ("array", "bytes", "path"))
+    return hasattr(value, "get_all_samples") and hasattr(value, "__getitem__")
+
+
+def audio_value_waveform(value: Any, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A ``datasets`` Audio value (``is_audio_value``) as a mono float32 waveform at ``sampling_rate`` Hz.
+
+    Channels (datasets' ``(channels, samples)``) are mixed by their mean; other rates are resampled by ``resample``;
+    an undecoded value is read from its bytes or its path by ``load_audio``.
+    """
+    if isinstance(value, Mapping) and value.get("array") is None:
+        return _undecoded_waveform(value, sampling_rate)
+    # datasets' decoder answers these two keys only (it is no Mapping).
+    array, rate = value["array"], value.get("sampling_rate") if isinstance(value, Mapping) else value["sampling_rate"]
+    if rate is None:
+        raise InputError("a datasets Audio value holds an array but no sampling_rate; expected both keys")
+    samples = np.asarray(array, dtype=np.float32)
+    if samples.ndim == 2:
+        samples = samples.mean(axis=0, dtype=np.float32)
+    if samples.ndim != 1 or samples.size == 0:
+        raise InputError(
+            f"a datasets Audio array has shape {samples.shape}; expected (samples,) or (channels, samples) with "
+            "at least one sample"
+        )
+    if not np.isfinite(samples).all():
+        raise InputError("a datasets Audio array holds a non-finite sample; expected finite audio")
+    return np.ascontiguousarray(resample(samples, _check_rate("sampling_rate", rate), sampling_rate))
+
+
+def _undecoded_waveform(value: Mapping[str, Any], sampling_rate: int) -> np.ndarray:
+    """The audio of ``{"path", "bytes"}``: the bytes when present (decoded from a temporary file named like the
+    path, so the decoder is chosen by its extension as for a file), else the file at ``path``."""
+    data, path = value.get("bytes"), value.get("path")
+    if data is None:
+        if path is None:
+            raise InputError("a datasets Audio value has neither array, bytes nor path; expected one of them")
+        return load_audio(path, sampling_rate)
+    import tempfile
+
+    suffix = Path(str(path)).suffix if path else ".wav"
+    with tempfile.TemporaryDirectory(prefix="whisper-multi-audio-") as scratch:
+        file = Path(scratch) / f"audio{suffix}"
+        file.write_bytes(bytes(data))
+        try:
+            return load_audio(file, sampling_rate)
+        except InputError as error:  # named by the value's path, not by the temporary file
+            message = str(error).replace(str(file), "its bytes")
+            raise InputError(f"datasets Audio value {path or '(no path)'}: {message}") from error

@@ -64,9 +64,18 @@ class PreTrainedModelMixin(CheckpointLoadingMixin):
         path: str | os.PathLike[str],
         config: WhisperConfig | None = None,
         torch_dtype: torch.dtype | str | None = None,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        subfolder: str = "",
     ) -> ModelT:
-        """Build the model from a local checkpoint in any supported format and load its weights."""
-        weights = pretrained.load_pretrained(path, head=cls.head, config=config)
+        """Build the model from a checkpoint in any supported format and load its weights: a local directory, an
+        installed model package or a Hub repository's name ("openai/whisper-tiny.en"), fetched into the Hub cache
+        with ``revision``, ``cache_dir``, ``local_files_only``, ``token`` and ``subfolder`` (``whisper_multi.hub``)."""
+        hub = pretrained.HubOptions(revision, cache_dir, local_files_only, token, subfolder)
+        weights = pretrained.load_pretrained(path, head=cls.head, config=config, hub=hub)
         if torch_dtype == "auto" and isinstance(weights.config.torch_dtype, str):
             torch_dtype = weights.config.torch_dtype
         dtype = resolve_dtype(torch_dtype, weights.tensors)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from whisper_multi.errors import TokenizerError
+from whisper_multi.hub import FileGroup, HubOptions, optional_files, resolve
 from whisper_multi.text.decoded_text import (
     SEGMENT_SIZE,
     TIMESTAMP_TEXT,
@@ -27,10 +28,14 @@ from whisper_multi.text.decoded_text import (
 from whisper_multi.text.special_tokens import NUM_TIMESTAMP_TOKENS, normalize_language, normalize_task
 from whisper_multi.text.token_ids import ids_as_tensor, to_id_list
 from whisper_multi.text.tokenizer_files import (
+    ADDED_TOKENS_FILE,
     ENDOFTEXT,
+    MERGES_FILE,
     NORMALIZER_FILE,
     SPECIAL_TOKENS_MAP_FILE,
     TOKENIZER_CONFIG_FILE,
+    TOKENIZER_FILE,
+    VOCAB_FILE,
     TokenizerData,
     check_first_merge,
     complete_added_tokens,
@@ -41,6 +46,15 @@ from whisper_multi.text.tokenizer_files import (
 )
 
 _Tokenizer = TypeVar("_Tokenizer", bound="WhisperTokenizerBase")
+
+
+def tokenizer_file_groups(prefer_tokenizer_json: bool) -> list[FileGroup]:
+    """The files a tokenizer reads, for fetching from the Hub: its own BPE files (the other tokenizer's when a
+    repository has only those), then the companion files a repository may have."""
+    fast, slow = (TOKENIZER_FILE,), (VOCAB_FILE, MERGES_FILE)
+    preferred = (fast, slow) if prefer_tokenizer_json else (slow, fast)
+    companions = (ADDED_TOKENS_FILE, SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, NORMALIZER_FILE)
+    return [FileGroup(preferred, "tokenizer files"), *optional_files(*companions)]
 
 
 def _special_token_id(attribute: str) -> Any:
@@ -96,15 +110,25 @@ class WhisperTokenizerBase:
 
     @classmethod
     def from_pretrained(
-        cls: type[_Tokenizer], pretrained_model_name_or_path: str | os.PathLike[str], **kwargs: Any
+        cls: type[_Tokenizer],
+        pretrained_model_name_or_path: str | os.PathLike[str],
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        subfolder: str = "",
+        **kwargs: Any,
     ) -> _Tokenizer:
-        """Load from a local directory holding tokenizer.json or vocab.json + merges.txt, and companion files.
+        """Load from a local directory, or a Hub repository by name ("openai/whisper-tiny.en", see
+        ``whisper_multi.hub``), holding tokenizer.json or vocab.json + merges.txt, and companion files.
 
         Each tokenizer reads its own files when both are there (the fast one tokenizer.json, the slow one
-        vocab.json + merges.txt) and the others' otherwise. Keyword arguments override the settings of
-        tokenizer_config.json and special_tokens_map.json.
+        vocab.json + merges.txt) and the others' otherwise; from the Hub only the files it reads are fetched. Other
+        keyword arguments override the settings of tokenizer_config.json and special_tokens_map.json.
         """
-        data = load_pretrained_data(pretrained_model_name_or_path, prefer_tokenizer_json=cls.prefer_tokenizer_json)
+        options = HubOptions(revision, cache_dir, local_files_only, token, subfolder)
+        directory = resolve(pretrained_model_name_or_path, tokenizer_file_groups(cls.prefer_tokenizer_json), options)
+        data = load_pretrained_data(directory, prefer_tokenizer_json=cls.prefer_tokenizer_json)
         return cls(_data=data, **cls._init_options(data, kwargs))  # type: ignore[call-arg]  # each subclass takes _data
 
     @staticmethod

