@@ -23,7 +23,8 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
 
 
 @pytest.mark.slow
-def test_python_examples_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+def test_python_examples_run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch, tiny_cache: Path) -> None:
+    """The examples load "openai/whisper-tiny.en" by name, offline, from a Hub cache holding tiny.en (conftest)."""
     for module in ("torch", "tensorflow", "jax", "flax"):
         pytest.importorskip(module)
     monkeypatch.chdir(tmp_path)

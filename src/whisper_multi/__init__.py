@@ -27,6 +27,7 @@ _LAZY: dict[str, str] = {
     "InputError": "errors",
     "TokenizerError": "errors",
     "CheckpointError": "errors",
+    "ModelNotAvailableError": "errors",
     "BackendError": "errors",
 }
 

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from whisper_multi.errors import ConfigError
-from whisper_multi.hub import HubFileMixin
 from whisper_multi.jsonfile import JsonFileMixin
 from whisper_multi.text.special_tokens import special_tokens_for_vocab
 
@@ -66,7 +65,7 @@ def _indexed_labels(convert: Callable[[], dict[Any, Any]], problem: str) -> dict
         raise ConfigError(problem) from error
 
 
-class _JsonConfig(HubFileMixin, JsonFileMixin):
+class _JsonConfig(JsonFileMixin):
     """Shared machinery: attributes from a dict of known fields plus kept unknown keys; ``from_pretrained`` reads a
     directory, the file itself or a Hub repository by name (``whisper_multi.hub``)."""
 

@@ -28,5 +28,11 @@ class CheckpointError(WhisperMultiError, OSError):
     """A checkpoint is missing, malformed, unsafe or does not match its configuration."""
 
 
+class ModelNotAvailableError(CheckpointError):
+    """A model named by its Hub name cannot be had here: not in the cache while offline, the Hub out of reach, or no
+    such repository, revision or weight file. The command line exits 1 on it (the name may be right; the machine
+    lacks the files)."""
+
+
 class BackendError(WhisperMultiError, ImportError):
     """A framework backend cannot be used as installed or configured."""

@@ -25,7 +25,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from whisper_multi.backends import to_tensor
 from whisper_multi.errors import ConfigError, InputError
-from whisper_multi.hub import HubFileMixin
 from whisper_multi.jsonfile import JsonFileMixin
 
 # Whisper's audio hyperparameters; everything else is derived from them.
@@ -396,7 +395,7 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-class WhisperFeatureExtractor(HubFileMixin, JsonFileMixin):
+class WhisperFeatureExtractor(JsonFileMixin):
     """Whisper's log-mel front end, with the arguments and ``preprocessor_config.json`` of Transformers.
 
     Input conventions (checked, with an ``InputError`` naming the value otherwise):

@@ -22,9 +22,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar
+from typing import Any
 
-from whisper_multi.errors import CheckpointError
+from whisper_multi.errors import CheckpointError, ModelNotAvailableError
 
 INDEX_SUFFIX = ".index.json"  # a sharded checkpoint's index ("model.safetensors.index.json"), naming its shards
 _COMMIT_HASH_LENGTH = 40
@@ -123,30 +123,6 @@ def hub_blobs_folder(directory: Path) -> Path | None:
     return None
 
 
-class HubFileMixin:
-    """``from_pretrained`` by Hub name for a class read from one JSON file (``_file_name``: config.json,
-    generation_config.json, preprocessor_config.json); the reading itself is the next class's ``from_pretrained``."""
-
-    _file_name: ClassVar[str]
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike[str],
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        subfolder: str = "",
-        **overrides: Any,
-    ) -> Any:
-        """Read the class's file from a local directory (or the file itself) or from a Hub repository by name
-        ("openai/whisper-tiny.en"); ``overrides`` replace values read from the file."""
-        options = HubOptions(revision, cache_dir, local_files_only, token, subfolder)
-        directory = resolve(name_or_path, [required_file(cls._file_name)], options)
-        return super().from_pretrained(directory, **overrides)  # type: ignore[misc]
-
-
 class _HubFetch:
     """Fetching the files of one repository at one revision; after the first file, the revision is pinned to the
     commit it resolved to, so every file comes from the same snapshot."""
@@ -165,10 +141,10 @@ class _HubFetch:
             if group.only_with is not None and self.fetched.get(group.only_with) is None:
                 continue
             if not any(self._fetch_all(alternative) for alternative in group.alternatives) and group.required:
-                raise CheckpointError(self._missing_message(group))
+                raise ModelNotAvailableError(self._missing_message(group))
         if self.snapshot is None:  # only optional groups were asked for, and the repository has none of them
             every = tuple(alternative for group in groups for alternative in group.alternatives)
-            raise CheckpointError(self._missing_message(FileGroup(every, "file wanted")))
+            raise ModelNotAvailableError(self._missing_message(FileGroup(every, "file wanted")))
         return self.snapshot / self.options.subfolder if self.options.subfolder else self.snapshot
 
     def _fetch_all(self, alternative: tuple[str, ...]) -> bool:
@@ -189,7 +165,9 @@ class _HubFetch:
             raise CheckpointError(f"{self._where()}: {index.name} is no checkpoint index ({error})") from error
         for shard in shards:
             if self._fetch_file(shard) is None:
-                raise CheckpointError(self._missing_message(FileGroup(((shard,),), f"shard named by {index.name}")))
+                raise ModelNotAvailableError(
+                    self._missing_message(FileGroup(((shard,),), f"shard named by {index.name}"))
+                )
 
     def _fetch_file(self, name: str) -> Path | None:
         """The local path of one repository file, or None when the repository (or, offline, the cache) lacks it."""
@@ -205,7 +183,7 @@ class _HubFetch:
                     self.repo_id,
                     repo_file,
                     revision=self.revision,
-                    cache_dir=self.options.cache_dir,
+                    cache_dir=None if self.options.cache_dir is None else str(self.options.cache_dir),
                     local_files_only=self.options.local_files_only,
                     token=self.options.token,
                 )
@@ -215,7 +193,7 @@ class _HubFetch:
         except errors.EntryNotFoundError:
             path = None
         except errors.HfHubHTTPError as error:
-            raise CheckpointError(self._remote_message(error)) from error
+            raise ModelNotAvailableError(self._remote_message(error)) from error
         if path is not None and self.snapshot is None:
             self._pin(path, repo_file)
         self.fetched[name] = path

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from whisper_multi.errors import ConfigError
+from whisper_multi.hub import HubOptions, required_file, resolve
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -73,9 +74,20 @@ class JsonFileMixin:
         return cls.from_dict(read_json(Path(path)))
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], **overrides: Any) -> Any:
-        """Read the class's file from a directory, or read the file given."""
-        file = resolve_file(path, cls._file_name)
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        subfolder: str = "",
+        **overrides: Any,
+    ) -> Any:
+        """Read the class's file from a directory, the file given, or a Hub repository by name
+        ("openai/whisper-tiny.en", with Transformers' Hub arguments); ``overrides`` replace values read."""
+        options = HubOptions(revision, cache_dir, local_files_only, token, subfolder)
+        file = resolve_file(resolve(name_or_path, [required_file(cls._file_name)], options), cls._file_name)
         data = read_json(file)
         try:
             return cls.from_dict(data, **overrides)

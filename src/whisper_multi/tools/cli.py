@@ -6,11 +6,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from whisper_multi import __version__
 from whisper_multi.backends import BACKENDS
-from whisper_multi.errors import WhisperMultiError
+from whisper_multi.errors import ModelNotAvailableError, WhisperMultiError
 
 
 def _config_command(args: argparse.Namespace) -> int:
@@ -38,15 +39,24 @@ def _config_command(args: argparse.Namespace) -> int:
 
 
 def _convert_command(args: argparse.Namespace) -> int:
-    """Convert a checkpoint (or an installed model package) to another format."""
-    from whisper_multi.weights.convert import convert
+    """Convert a checkpoint (a directory or file, an installed model package, a Hub name) to another format."""
+    from whisper_multi.weights.packages import model_directory
 
     if args.from_package is None and args.source is None:
         args.parser.error("give SRC and DST, or --from-package NAME and DST")
     if args.from_package is not None and args.source is not None:
         args.parser.error("give either SRC or --from-package, not both")
+    if args.source is None:
+        return _convert_to(args, None)
+    with model_directory(args.source) as (source, _):  # a directory, a file, a package or a Hub name
+        return _convert_to(args, source)
+
+
+def _convert_to(args: argparse.Namespace, source: Path | None) -> int:
+    from whisper_multi.weights.convert import convert
+
     written = convert(
-        args.source,
+        source,
         args.destination,
         args.to,
         dtype=args.dtype,
@@ -72,12 +82,18 @@ def _add_convert_parser(commands: argparse._SubParsersAction) -> None:
         description=(
             "Convert a Whisper checkpoint. The source format is detected from the files in SRC (model.safetensors, "
             "pytorch_model.bin, tf_model.h5, flax_model.msgpack, a CTranslate2 model.bin or an openai-whisper .pt "
-            "file). DST is written atomically: nothing appears there unless the whole conversion succeeds.\n\n"
+            "file), or a Hub name (openai/whisper-tiny.en, from the Hub cache Transformers shares). DST is written "
+            "atomically: nothing appears there unless the whole conversion succeeds.\n\n"
             f"targets (--to), each with generation_config.json, preprocessor_config.json and the tokenizer files:\n"
             f"{targets}"
         ),
     )
-    convert.add_argument("source", nargs="?", metavar="SRC", help="checkpoint directory or weight file")
+    convert.add_argument(
+        "source",
+        nargs="?",
+        metavar="SRC",
+        help="checkpoint directory, weight file or Hub name (openai/whisper-tiny.en)",
+    )
     convert.add_argument("destination", metavar="DST", help="output directory (must not exist, see --overwrite)")
     convert.add_argument("--to", choices=list(TARGETS), default="canonical", help="target format (default: canonical)")
     convert.add_argument("--dtype", choices=DTYPES, help="cast every tensor (default: keep the stored dtype)")
@@ -180,14 +196,15 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
             "stage runs every backend in float64 too: the backends must agree to 1e-9 there, each backend's float32 "
             "outputs are measured against its own float64 ones, and a pair's float32 bound is the sum of its two "
             "backends' errors. A backend whose framework is not installed is skipped and listed.\n\n"
-            "exit status: 0 every row passed; 1 a difference exceeds its tolerance or a stage failed; 2 a bad "
+            "exit status: 0 every row passed; 1 a difference exceeds its tolerance or a stage failed, or a Hub name "
+            "that cannot be had (not cached while offline, not on the Hub); 2 a bad "
             "argument or a checkpoint that cannot be read; 3 the only rows that did not pass are stages not "
             "available yet; 4 fewer than two backends ran (nothing compared); 130 interrupted (Ctrl-C)."
         ),
     )
     check.add_argument(
         "model", nargs="?", metavar="MODEL",
-        help=f"checkpoint directory in any format the weight layer reads, or an embedded model package "
+        help=f"checkpoint directory in any format the weight layer reads, an embedded model package or a Hub name "
         f"(default: {DEFAULT_MODEL}, Whisper tiny.en)",
     )  # fmt: skip
     check.add_argument(
@@ -329,7 +346,8 @@ def _add_transcribe_parser(commands: argparse._SubParsersAction) -> None:
             "Transcribe each FILE (any format soundfile or FFmpeg reads) with long-form decoding: 30 s windows, "
             "temperature fallback, silence skipping. Writes <audio name>.<ext> per format into --output-dir, "
             "atomically, and says where. A file that cannot be read or transcribed is reported on one line and the "
-            "others still run.\n\nexit status: 0 every file written; 1 a file failed; 2 a bad argument (a language "
+            "others still run.\n\nexit status: 0 every file written; 1 a file failed, or a Hub name that cannot be had; "
+            "2 a bad argument (a language "
             "or task the model cannot do, an unknown format, a model that cannot be read), checked before any audio "
             "is read; 130 interrupted (Ctrl-C), nothing half-written left behind."
         ),
@@ -338,7 +356,7 @@ def _add_transcribe_parser(commands: argparse._SubParsersAction) -> None:
     transcribe.add_argument("files", nargs="+", metavar="FILE", help="audio files")
     transcribe.add_argument(
         "--model", metavar="MODEL",
-        help=f"checkpoint directory or installed model package (default: the embedded {DEFAULT_MODEL}, tiny.en)",
+        help=f"checkpoint directory, installed model package or Hub name (default: the embedded {DEFAULT_MODEL}, tiny.en)",
     )  # fmt: skip
     transcribe.add_argument("--backend", choices=list(BACKENDS), default="pt", help="framework (default pt)")
     transcribe.add_argument(
@@ -431,13 +449,18 @@ def _add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
             "layout (audio files and a metadata.csv with file_name,transcription) or a folder written by "
             "Dataset.save_to_disk. Prints files, audio duration, WER, CER and the real-time factor; --output writes "
             "them as JSON with wer, cer and every file's reference, hypothesis and errors.\n\nexit status: 0 done; "
-            "1 a recording could not be read or transcribed (no rates given, nothing written); 2 a bad argument (a "
+            "1 a recording could not be read or transcribed (no rates given, nothing written), or a Hub name that "
+            "cannot be had; 2 a bad argument (a "
             "language the model cannot do, DATA in no known layout, a file its metadata names missing, a model "
             "that cannot be read), checked before any audio is read; 130 interrupted (Ctrl-C)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    evaluate.add_argument("model", metavar="MODEL", help="checkpoint directory or installed model package")
+    evaluate.add_argument(
+        "model",
+        metavar="MODEL",
+        help="checkpoint directory, installed model package or Hub name (openai/whisper-tiny.en)",
+    )
     evaluate.add_argument("data", metavar="DATA", help="audiofolder, or a folder written by Dataset.save_to_disk")
     evaluate.add_argument("--backend", choices=list(BACKENDS), default="pt", help="framework (default pt)")
     evaluate.add_argument(
@@ -489,6 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # the writers are atomic: nothing half-written is left
         print(f"whisper-multi {args.command}: interrupted", file=sys.stderr)
         return 130
+    except ModelNotAvailableError as error:  # the name may be right; this machine cannot get its files
+        print(f"whisper-multi {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except WhisperMultiError as error:
         print(f"whisper-multi {args.command}: error: {error}", file=sys.stderr)
         return 2
