@@ -14,7 +14,7 @@ from whisper_multi.backends import BACKENDS
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "whisper_multi"
 BACKEND_PARTS = {backend.package.rsplit(".", 1)[1] for backend in BACKENDS.values()}
-CORE_FOR_MODELS = {"errors", "configuration", "backends", "modeling", "decoding", "weights"}
+CORE_FOR_MODELS = {"errors", "configuration", "backends", "hub", "modeling", "decoding", "weights"}
 CORE = {
     "errors",
     "jsonfile",

@@ -30,6 +30,10 @@ INDEX_SUFFIX = ".index.json"  # a sharded checkpoint's index ("model.safetensors
 _COMMIT_HASH_LENGTH = 40
 
 
+# Transformers' Hub arguments, taken by every from_pretrained (see HubOptions).
+HUB_ARGUMENTS = ("revision", "cache_dir", "local_files_only", "token", "subfolder")
+
+
 @dataclass(frozen=True)
 class HubOptions:
     """The Hub arguments of every ``from_pretrained``, as Transformers names them.
@@ -46,6 +50,21 @@ class HubOptions:
     local_files_only: bool = False
     token: str | bool | None = None
     subfolder: str = ""
+
+    @classmethod
+    def take(cls, arguments: dict[str, Any]) -> HubOptions:
+        """The Hub arguments among a ``from_pretrained``'s keyword ``arguments``, removed from them (the rest are the
+        class's own)."""
+        return cls(**{name: arguments.pop(name) for name in HUB_ARGUMENTS if name in arguments})
+
+
+def refuse_unknown_arguments(arguments: dict[str, Any], where: str) -> None:
+    """What is left of ``arguments`` once the Hub arguments are taken is a mistake: say so as Python would."""
+    if arguments:
+        names = ", ".join(sorted(arguments))
+        raise TypeError(
+            f"{where}() got unexpected keyword arguments {names}; the Hub arguments are {', '.join(HUB_ARGUMENTS)}"
+        )
 
 
 @dataclass(frozen=True)

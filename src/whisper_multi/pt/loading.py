@@ -16,6 +16,7 @@ import torch
 
 from whisper_multi.configuration import WhisperConfig
 from whisper_multi.errors import CheckpointError
+from whisper_multi.hub import refuse_unknown_arguments
 from whisper_multi.weights import pretrained
 from whisper_multi.weights.hf_formats import numpy_to_torch, torch_to_numpy
 from whisper_multi.weights.loading import CheckpointLoadingMixin, architecture_name, warn_fresh_parameters
@@ -64,17 +65,13 @@ class PreTrainedModelMixin(CheckpointLoadingMixin):
         path: str | os.PathLike[str],
         config: WhisperConfig | None = None,
         torch_dtype: torch.dtype | str | None = None,
-        *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        subfolder: str = "",
+        **hub_arguments: Any,
     ) -> ModelT:
         """Build the model from a checkpoint in any supported format and load its weights: a local directory, an
         installed model package or a Hub repository's name ("openai/whisper-tiny.en"), fetched into the Hub cache
         with ``revision``, ``cache_dir``, ``local_files_only``, ``token`` and ``subfolder`` (``whisper_multi.hub``)."""
-        hub = pretrained.HubOptions(revision, cache_dir, local_files_only, token, subfolder)
+        hub = pretrained.HubOptions.take(hub_arguments)
+        refuse_unknown_arguments(hub_arguments, f"{cls.__name__}.from_pretrained")
         weights = pretrained.load_pretrained(path, head=cls.head, config=config, hub=hub)
         if torch_dtype == "auto" and isinstance(weights.config.torch_dtype, str):
             torch_dtype = weights.config.torch_dtype

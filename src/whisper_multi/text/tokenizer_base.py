@@ -112,11 +112,6 @@ class WhisperTokenizerBase:
     def from_pretrained(
         cls: type[_Tokenizer],
         pretrained_model_name_or_path: str | os.PathLike[str],
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        subfolder: str = "",
         **kwargs: Any,
     ) -> _Tokenizer:
         """Load from a local directory, or a Hub repository by name ("openai/whisper-tiny.en", see
@@ -126,7 +121,7 @@ class WhisperTokenizerBase:
         vocab.json + merges.txt) and the others' otherwise; from the Hub only the files it reads are fetched. Other
         keyword arguments override the settings of tokenizer_config.json and special_tokens_map.json.
         """
-        options = HubOptions(revision, cache_dir, local_files_only, token, subfolder)
+        options = HubOptions.take(kwargs)
         directory = resolve(pretrained_model_name_or_path, tokenizer_file_groups(cls.prefer_tokenizer_json), options)
         data = load_pretrained_data(directory, prefer_tokenizer_json=cls.prefer_tokenizer_json)
         return cls(_data=data, **cls._init_options(data, kwargs))  # type: ignore[call-arg]  # each subclass takes _data

@@ -123,19 +123,13 @@ class TFPreTrainedModelMixin(CheckpointLoadingMixin):
         cls: type[ModelT],
         path: str | os.PathLike[str],
         config: WhisperConfig | None = None,
-        *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        subfolder: str = "",
         **kwargs: Any,
     ) -> ModelT:
         """Build the model from a checkpoint in any supported format and load its weights: a local directory, an
         installed model package or a Hub repository's name ("openai/whisper-tiny.en"), fetched into the Hub cache
         with ``revision``, ``cache_dir``, ``local_files_only``, ``token`` and ``subfolder`` (``whisper_multi.hub``).
         Other keyword arguments go to the model."""
-        hub = pretrained.HubOptions(revision, cache_dir, local_files_only, token, subfolder)
+        hub = pretrained.HubOptions.take(kwargs)
         weights = pretrained.load_pretrained(path, head=cls.head, config=config, hub=hub)
         model = cls(weights.config, **kwargs)  # type: ignore[call-arg]
         load_tensors(model, weights)
