@@ -29,13 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import Case, Peer, Run, Settings, Unavailable
 from whisper_multi.backends import BACKENDS, model_class
+from whisper_multi.longform.evaluate import word_error_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = {"language": "en", "word_timestamps": True, "condition_on_previous_text": True}
@@ -65,22 +64,6 @@ def evaluation_audio(seconds: float) -> tuple[Path, str]:
         fixtures.write_wav(wav, audio)
         txt.write_text(text + "\n", encoding="utf-8")
     return wav, txt.read_text(encoding="utf-8").strip()
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level edit distance over the reference length, both after the English text normalizer."""
-    from whisper_multi.text.normalizers import EnglishTextNormalizer
-
-    normalize = EnglishTextNormalizer()
-    ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
-    previous = np.arange(len(hyp) + 1)
-    for i, word in enumerate(ref, start=1):
-        current = np.empty_like(previous)
-        current[0] = i
-        for j, other in enumerate(hyp, start=1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (word != other))
-        previous = current
-    return float(previous[-1]) / max(len(ref), 1)
 
 
 def load_ours(backend: str) -> tuple[Path, Any, Any]:

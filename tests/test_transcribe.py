@@ -256,7 +256,7 @@ def _exact(result: dict) -> list:
 @pytest.mark.slow
 def test_pytorch_transcribes_the_60s_clip(tokenizer) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ lives at the repository root
-    from benchmarks.bench_longform import word_error_rate
+    from whisper_multi.longform.evaluate import word_error_rate
 
     result = _transcribe_60s("pt", tokenizer)
     reference = (LONGFORM / "longform_60s.txt").read_text()
@@ -288,7 +288,7 @@ def test_chunked_batches_transcribe_the_60s_clip_as_well_as_the_sequential_mode(
     """The clip cut at pauses into chunks of at most 24 s, decoded as batches of 3, within the sequential mode's word
     error rate bound (English normalizer)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.bench_longform import word_error_rate
+    from whisper_multi.longform.evaluate import word_error_rate
 
     result = _transcribe_60s("pt", tokenizer, "chunked")
     reference = (LONGFORM / "longform_60s.txt").read_text()
@@ -345,7 +345,7 @@ def _assert_cues_follow_the_speech(segments: list[dict]) -> None:
 @pytest.mark.parametrize("word_timestamps", [False, True])
 def test_batched_transcription_transcribes_every_sentence_once(word_timestamps: bool, tokenizer) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.bench_longform import word_error_rate
+    from whisper_multi.longform.evaluate import word_error_rate
 
     segments = _transcribe_sentences("batched", word_timestamps, tokenizer)["segments"]
     _assert_cues_follow_the_speech(segments)

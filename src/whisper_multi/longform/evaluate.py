@@ -23,7 +23,15 @@ from whisper_multi.longform.transcribe import transcribe, transcribe_chunked
 from whisper_multi.text.normalizers import BasicTextNormalizer, EnglishTextNormalizer
 from whisper_multi.text.special_tokens import resolve_language_and_task, special_tokens_for_vocab
 
-__all__ = ["EvaluationResult", "FileEvaluation", "FileFailedError", "evaluate", "normalizer_for", "normalizer_name"]
+__all__ = [
+    "EvaluationResult",
+    "FileEvaluation",
+    "FileFailedError",
+    "evaluate",
+    "normalizer_for",
+    "normalizer_name",
+    "word_error_rate",
+]
 
 # (files done, files in all), called after each file.
 FileProgress = Callable[[int, int], None]
@@ -167,6 +175,16 @@ def normalizer_name(language: str | None) -> str:
 def normalizer_for(language: str | None) -> Callable[[str], str]:
     """The normalizer ``evaluate`` applies to both texts of a file in ``language``."""
     return _NORMALIZERS[normalizer_name(language)]()
+
+
+def word_error_rate(reference: str, hypothesis: str, language: str | None = "en") -> float:
+    """One pair's WER as ``evaluate`` counts it: both texts normalized for ``language``, jiwer's word edits over
+    the reference's words."""
+    normalize = normalizer_for(language)
+    reference_words, hypothesis_words = normalize(reference), normalize(hypothesis)
+    if not reference_words.split():
+        return float(bool(hypothesis_words.split()))
+    return float(_jiwer().wer(reference_words, hypothesis_words))
 
 
 def _compare(item: EvaluationItem, hypothesis: str, duration: float, language: str | None) -> FileEvaluation:
