@@ -13,6 +13,8 @@ FRAMEWORK_MODULES = ("torch", "tensorflow", "jax", "flax", "keras")
 # Peers whose pins clash with ours (numpy, tokenizers, huggingface-hub) get their own environment.
 PEER_PACKAGES = (
     "transformers==4.57.*",
+    # Seq2SeqTrainer (tests/peers/test_seq2seq_trainer.py) refuses to start without it.
+    "accelerate>=0.26",
     # Transformers 4.57's TF and Flax classes need these older releases.
     "tensorflow-cpu==2.20.*",
     "tf-keras==2.20.*",

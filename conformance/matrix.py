@@ -41,6 +41,7 @@ SOURCES = ("direct", *FORMATS)
 FORMAT_GROUPS = ("weights", "e2e")
 QUICK_CONFIGS = ("tiny", "odd", "large-v3-shape", "tiny.en", "base")
 QUICK_REAL_SOURCES = ("direct", "canonical", "ct2")  # --quick: the real checkpoint's own format and ours
+QUICK_TRAINING_CONFIGS = ("tiny", "tiny.en")  # --quick trains on one random and one real config (each compiles)
 
 
 # --- one config's weights and inputs --------------------------------------------------------------------------------
@@ -83,6 +84,11 @@ class Selection:
     groups: Sequence[str] = check.STAGE_GROUPS
     frameworks: Sequence[str] = check.FRAMEWORKS
     quick: bool = False
+
+    def groups_for(self, spec: ConfigSpec) -> list[str]:
+        if self.quick and spec.name not in QUICK_TRAINING_CONFIGS:
+            return [group for group in self.groups if group != "training"]
+        return list(self.groups)
 
     def sources_for(self, spec: ConfigSpec) -> list[str]:
         if self.quick and spec.real:
@@ -147,7 +153,12 @@ def run_matrix(
                 progress(f"{name} / {source}")
                 if source == "direct":
                     rows += check.compare(
-                        direct, inputs, weights.tolerances, selection.groups, step_timings := {}, reference64
+                        direct,
+                        inputs,
+                        weights.tolerances,
+                        selection.groups_for(weights.spec),
+                        step_timings := {},
+                        reference64,
                     )
                     timings.update({f"direct {group}": seconds for group, seconds in step_timings.items()})
                     direct.models.clear()

@@ -295,7 +295,8 @@ def _limiting_section(data: dict[str, Any]) -> list[str]:
         return []
     lines = ["## Real weights: where the difference grows", ""]
     for name, info in analysis.items():
-        lines += [f"### {name} (target {info['target']:g})", ""]
+        target = "" if info["target"] is None else f" (target {info['target']:g})"
+        lines += [f"### {name}{target}", ""]
         for label in (
             "encoder",
             "decoder hidden states and attentions",

@@ -144,14 +144,12 @@ HELPERS_NOT_IN_EVERY_FILE: dict[str, tuple[str, ...]] = {
     "_token_embedding_init": ("flax",),
     "_sinusoid_init": ("flax",),
     "_framework_kwargs": ("flax",),
-    # Keras: building layers from input sizes, dynamic shapes in a traced graph, numpy and recompute_grad in graphs.
+    # Keras: building layers from input sizes, dynamic shapes in a traced graph, recompute_grad in graphs.
     "_build": ("tf",),
     "_shape": ("tf",),
-    "_numpy_call": ("tf",),
     "_recompute": ("tf",),
-    # Flax: pytrees, host callbacks, LayerDrop as a traced choice, the wrapper's arguments, scanned layer stacks.
+    # Flax: pytrees, LayerDrop as a traced choice, the wrapper's arguments, scanned layer stacks.
     "_register_output_pytrees": ("flax",),
-    "_host_call": ("flax",),
     "_layer_dropped": ("flax",),
     "_unless_dropped": ("flax",),
     "_skipped_decoder_layer": ("flax",),

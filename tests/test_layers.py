@@ -14,7 +14,7 @@ from whisper_multi.backends import BACKENDS
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "whisper_multi"
 BACKEND_PARTS = {backend.package.rsplit(".", 1)[1] for backend in BACKENDS.values()}
-CORE_FOR_MODELS = {"errors", "configuration", "backends", "hub", "modeling", "decoding", "weights"}
+CORE_FOR_MODELS = {"errors", "configuration", "backends", "hub", "modeling", "decoding", "weights", "training"}
 CORE = {
     "errors",
     "jsonfile",
@@ -28,7 +28,7 @@ CORE = {
     "decoding",
     "weights",
 }
-TOOLS_SEE = CORE | {"processing", "longform", "__version__"} | BACKEND_PARTS
+TOOLS_SEE = CORE | {"processing", "longform", "training", "finetuning", "__version__"} | BACKEND_PARTS
 
 # Part of the package -> the parts it may import (itself always). Lower layers never import higher ones.
 ALLOWED: dict[str, set[str]] = {
@@ -46,6 +46,10 @@ ALLOWED: dict[str, set[str]] = {
     "weights": {"errors", "jsonfile", "backends", "configuration", "features", "text", "hub"},
     "processing": {"errors", "audio", "configuration", "features", "text", "weights", "hub"},
     "longform": {"errors", "backends", "configuration", "audio", "features", "text", "decoding"},
+    # What every backend's optimizer step reads (options, schedule, batch order, collator): below the backends.
+    "training": {"errors", "backends", "modeling"},
+    # The run on top of the backends' steps: data, evaluation, checkpoints.
+    "finetuning": {"errors", "jsonfile", "backends", "training", "longform"},
     # Each backend sees the core below the long-form layer, never another backend.
     **{part: CORE_FOR_MODELS for part in BACKEND_PARTS},
     # The tools sit on top: everything.

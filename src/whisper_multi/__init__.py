@@ -22,6 +22,8 @@ _LAZY: dict[str, str] = {
     "EnglishTextNormalizer": "text.normalizers",
     "BasicTextNormalizer": "text.normalizers",
     "evaluate": "longform.evaluate",
+    "finetune": "finetuning.loop",
+    "TrainingOptions": "training.options",
     "WhisperMultiError": "errors",
     "ConfigError": "errors",
     "InputError": "errors",

@@ -150,9 +150,10 @@ _ARGUMENTS = {
     "language", "task", "is_multilingual", "return_timestamps", "prompt_ids", "prompt_condition_type",
     "forced_decoder_ids", "max_new_tokens", "max_length", "num_beams", "do_sample", "temperature",
     "length_penalty", "suppress_tokens", "begin_suppress_tokens", "max_initial_timestamp_index", "attention_mask",
-    "use_cache", "num_return_sequences", "encoder_outputs",
+    "use_cache", "num_return_sequences", "encoder_outputs", "labels", "synced_gpus",
 }  # fmt: skip
-_IGNORED = {"attention_mask", "use_cache", "num_return_sequences"}
+# Seq2SeqTrainer's predict_with_generate passes the batch's labels and synced_gpus: generation needs neither.
+_IGNORED = {"attention_mask", "use_cache", "num_return_sequences", "labels", "synced_gpus"}
 
 
 def _last_hidden_state(encoder_outputs: Any) -> Any:

@@ -50,7 +50,6 @@ from whisper_multi.modeling.utils import (
     IGNORE_INDEX,
     compute_mask_indices,
     expected_num_frames,
-    shift_tokens_right,
     sinusoids,
 )
 
@@ -178,11 +177,6 @@ def _layer_norm(module: nn.Module) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=1e-5, dtype=module.dtype, param_dtype=module.param_dtype, use_fast_variance=False)
 
 
-def _host_call(function: Callable[..., np.ndarray], result: jax.ShapeDtypeStruct, *args: Any) -> jax.Array:
-    """Run a numpy helper of the core on concrete values, also under ``jax.jit`` (a host callback)."""
-    return jax.pure_callback(function, result, *args)
-
-
 def _cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int | None = None) -> jax.Array:
     """PyTorch's ``F.cross_entropy``: the mean over the labels not equal to ``ignore_index`` (NaN if none is kept)."""
     log_probs = jax.nn.log_softmax(logits, axis=-1)
@@ -190,6 +184,16 @@ def _cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int | Non
     safe_labels = jnp.where(kept, labels, 0)
     picked = jnp.take_along_axis(log_probs, safe_labels[:, None], axis=-1)[:, 0]  # (rows,)
     return -jnp.sum(jnp.where(kept, picked, 0.0)) / jnp.sum(kept)
+
+
+def _shift_tokens_right(labels: jax.Array, pad_token_id: int | None, decoder_start_token_id: int) -> jax.Array:
+    """Decoder inputs for teacher forcing, in the graph: the start token, then the labels less the last, -100 made pad."""
+    if pad_token_id is None:
+        raise InputError("config.pad_token_id is None; it is needed to replace ignored labels (-100)")
+    labels = jnp.asarray(labels)  # numpy int64 as JAX int32 once, so no op below asks for int64
+    start = jnp.full_like(labels[:, :1], decoder_start_token_id)  # (batch, 1)
+    shifted = jnp.concatenate([start, labels[:, :-1]], axis=1)  # (batch, time)
+    return jnp.where(shifted == IGNORE_INDEX, pad_token_id, shifted)
 
 
 # ======================================================================================================================
@@ -987,12 +991,9 @@ class FlaxWhisperForConditionalGenerationModule(nn.Module):
         if labels is not None:
             arguments.check_labels(labels, self.config)
             if decoder_input_ids is None and decoder_inputs_embeds is None:
-                shifted = functools.partial(
-                    shift_tokens_right,
-                    pad_token_id=self.config.pad_token_id,
-                    decoder_start_token_id=self.config.decoder_start_token_id,
+                decoder_input_ids = _shift_tokens_right(
+                    labels, self.config.pad_token_id, self.config.decoder_start_token_id
                 )
-                decoder_input_ids = _host_call(shifted, jax.ShapeDtypeStruct(labels.shape, labels.dtype), labels)
 
         outputs = self.model(
             input_features,

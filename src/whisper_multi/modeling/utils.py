@@ -64,7 +64,10 @@ def check_input_features_shape(shape: Sequence[int], config: Any) -> None:
 
 
 def check_decoder_length(past_length: int, length: int, config: Any, name: str = "decoder_input_ids") -> None:
-    """Refuse a decoder sequence that would run past the last learned position."""
+    """Refuse a decoder sequence that would run past the last learned position. A length unknown until the graph
+    runs (None: a Keras function traced for any label length) is left to the position lookup."""
+    if past_length is None or length is None:
+        return
     total = int(past_length) + int(length)
     if total > config.max_target_positions:
         cached = f" after {past_length} cached positions" if past_length else ""

@@ -24,8 +24,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from whisper_multi.configuration import WhisperConfig
+from whisper_multi.errors import InputError
 from whisper_multi.modeling import arguments
-from whisper_multi.modeling.utils import compute_mask_indices, shift_tokens_right, sinusoids
+from whisper_multi.modeling.utils import IGNORE_INDEX, compute_mask_indices, sinusoids
 from whisper_multi.pt.generation import WhisperGenerationMixin
 from whisper_multi.pt.loading import PreTrainedModelMixin
 from whisper_multi.pt.outputs import (
@@ -83,6 +84,15 @@ def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
     picked = logits.gather(-1, torch.where(kept, labels, 0)[:, None])[:, 0]  # (rows,)
     losses = torch.logsumexp(logits, dim=-1) - picked
     return torch.where(kept, losses, 0.0).sum() / kept.sum()
+
+
+def _shift_tokens_right(labels: torch.Tensor, pad_token_id: int | None, decoder_start_token_id: int) -> torch.Tensor:
+    """Decoder inputs for teacher forcing, in the graph: the start token, then the labels less the last, -100 made pad."""
+    if pad_token_id is None:
+        raise InputError("config.pad_token_id is None; it is needed to replace ignored labels (-100)")
+    start = torch.full_like(labels[:, :1], decoder_start_token_id)  # (batch, 1)
+    shifted = torch.cat([start, labels[:, :-1]], dim=1)  # (batch, time)
+    return shifted.masked_fill(shifted == IGNORE_INDEX, pad_token_id)
 
 
 # ======================================================================================================================
@@ -359,8 +369,9 @@ class WhisperPreTrainedModel(PreTrainedModelMixin, nn.Module):
     def tie_weights(self) -> None:
         """Share the output projection with the token embedding where the model has both."""
 
-    def gradient_checkpointing_enable(self) -> None:
-        """Recompute each layer's activations in the backward pass instead of storing them."""
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> None:
+        """Recompute each layer's activations in the backward pass instead of storing them.
+        ``gradient_checkpointing_kwargs`` (Transformers' Trainer passes it) is accepted and not needed."""
         for module in self.modules():
             if isinstance(module, (WhisperEncoder, WhisperDecoder)):
                 module.gradient_checkpointing = True
@@ -797,10 +808,9 @@ class WhisperForConditionalGeneration(WhisperGenerationMixin, WhisperPreTrainedM
         if labels is not None:
             arguments.check_labels(labels, self.config)
             if decoder_input_ids is None and decoder_inputs_embeds is None:
-                shifted = shift_tokens_right(
-                    labels.cpu().numpy(), self.config.pad_token_id, self.config.decoder_start_token_id
+                decoder_input_ids = _shift_tokens_right(
+                    labels, self.config.pad_token_id, self.config.decoder_start_token_id
                 )
-                decoder_input_ids = torch.from_numpy(shifted).to(labels.device)
 
         outputs = self.model(
             input_features,

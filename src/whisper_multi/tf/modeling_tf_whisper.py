@@ -15,9 +15,12 @@ when it is None and reused unchanged afterwards.
 
 Graph mode: every branch below is on Python values fixed by the shapes and arguments, so one ``tf.function`` trace
 (``jit_compile=True`` included) serves every call with the same shapes; with the static cache a decoding step keeps
-its shapes. LayerDrop and SpecAugment draw in Python (as PyTorch does): inside ``tf.function`` the LayerDrop draw is
-fixed by the trace and SpecAugment runs through ``tf.numpy_function`` (not XLA), so train them eagerly or without
-``jit_compile``.
+its shapes. The labels are shifted into decoder inputs and SpecAugment's spans are drawn with TensorFlow ops, so a
+training step compiles whole with XLA. Dropout and SpecAugment draw eagerly from TensorFlow's global seed
+(``keras.utils.set_random_seed`` reproduces them, as ``torch.manual_seed`` does) and inside a graph from the global
+``tf.random.Generator``: its state is a variable, so ``tf.random.get_global_generator().reset_from_seed(seed)`` before
+a compiled step reproduces its draws, where a stateful op would repeat its trace's draws (or, under XLA, keep a state
+no seed resets). LayerDrop draws in Python (as PyTorch does): inside ``tf.function`` its draw is fixed by the trace.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ import numpy as np
 import tensorflow as tf
 
 from whisper_multi.configuration import WhisperConfig
+from whisper_multi.errors import InputError
 from whisper_multi.modeling import arguments
-from whisper_multi.modeling.utils import compute_mask_indices, shift_tokens_right, sinusoids
+from whisper_multi.modeling.utils import IGNORE_INDEX, sinusoids
 from whisper_multi.tf.generation import TFWhisperGenerationMixin
 from whisper_multi.tf.loading import TFPreTrainedModelMixin
 from whisper_multi.tf.outputs import (
@@ -44,6 +48,7 @@ from whisper_multi.tf.outputs import (
     Seq2SeqModelOutput,
     SequenceClassifierOutput,
 )
+from whisper_multi.tf.training import KerasTrainingMixin
 
 LayerCache = tuple[Any, Any, Any, Any]  # (self_k, self_v, cross_k, cross_v); the cross pair may be None
 
@@ -118,7 +123,13 @@ def _shape(x: tf.Tensor) -> list[Any]:
 
 
 def _dropout(x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
-    return tf.nn.dropout(x, rate=rate) if training and rate > 0 else x
+    if not training or rate <= 0:
+        return x
+    if tf.executing_eagerly():
+        return tf.nn.dropout(x, rate=rate)
+    # In a graph the seed comes from the global generator's variable, so reseeding it reproduces a compiled step.
+    seed = tf.random.get_global_generator().make_seeds(1)[:, 0]
+    return tf.nn.experimental.stateless_dropout(x, rate=rate, seed=seed)
 
 
 def _pad_time(x: tf.Tensor) -> tf.Tensor:
@@ -149,13 +160,14 @@ def _cross_entropy(logits: tf.Tensor, labels: tf.Tensor, ignore_index: int | Non
     return tf.reduce_sum(losses * kept) / tf.reduce_sum(kept)
 
 
-def _numpy_call(function: Callable[..., np.ndarray], arrays: list[Any], dtype: tf.DType, shape: Any) -> tf.Tensor:
-    """Run a core numpy function: directly when eager, through ``tf.numpy_function`` in a graph (not under XLA)."""
-    if tf.executing_eagerly():
-        return tf.constant(function(*[np.asarray(array) for array in arrays]), dtype=dtype)
-    result = tf.numpy_function(function, arrays, dtype, stateful=True)
-    result.set_shape(shape)
-    return result
+def _shift_tokens_right(labels: tf.Tensor, pad_token_id: int | None, decoder_start_token_id: int) -> tf.Tensor:
+    """Decoder inputs for teacher forcing, in the graph: the start token, then the labels less the last, -100 made pad."""
+    if pad_token_id is None:
+        raise InputError("config.pad_token_id is None; it is needed to replace ignored labels (-100)")
+    labels = tf.convert_to_tensor(labels)
+    start = tf.fill(tf.stack([tf.shape(labels)[0], 1]), tf.constant(decoder_start_token_id, labels.dtype))
+    shifted = tf.concat([start, labels[:, :-1]], axis=1)  # (batch, time)
+    return tf.where(tf.equal(shifted, IGNORE_INDEX), tf.constant(pad_token_id, labels.dtype), shifted)
 
 
 def _recompute(layer: keras.layers.Layer, kwargs: dict[str, Any], training: bool) -> Any:
@@ -464,8 +476,9 @@ class TFWhisperDecoderLayer(keras.layers.Layer):
 # ======================================================================================================================
 # Models
 # ======================================================================================================================
-class TFWhisperPreTrainedModel(TFPreTrainedModelMixin, keras.Model):
-    """Weight initialisation, loading and saving, gradient checkpointing; shared by every Whisper model."""
+class TFWhisperPreTrainedModel(TFPreTrainedModelMixin, KerasTrainingMixin, keras.Model):
+    """Weight initialisation, loading and saving, gradient checkpointing; shared by every Whisper model. Keras'
+    ``fit``/``evaluate`` on the model's own loss and ``.keras`` saving come from ``KerasTrainingMixin``."""
 
     config_class = WhisperConfig
     main_input_name = "input_features"
@@ -535,8 +548,9 @@ class TFWhisperPreTrainedModel(TFPreTrainedModelMixin, keras.Model):
     def tie_weights(self) -> None:
         """Share the output projection with the token embedding where the model has both."""
 
-    def gradient_checkpointing_enable(self) -> None:
-        """Recompute each layer's activations in the backward pass instead of storing them."""
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> None:
+        """Recompute each layer's activations in the backward pass instead of storing them.
+        ``gradient_checkpointing_kwargs`` (Transformers' Trainer passes it) is accepted and not needed."""
         for module in self._flatten_layers(include_self=True, recursive=True):
             if isinstance(module, (TFWhisperEncoder, TFWhisperDecoder)):
                 module.gradient_checkpointing = True
@@ -836,41 +850,64 @@ class TFWhisperModel(TFWhisperPreTrainedModel):
     def _mask_input_features(
         self, input_features: tf.Tensor, attention_mask: tf.Tensor | None = None, training: bool = False
     ) -> tf.Tensor:
-        """SpecAugment: while training, zero random spans of frames and of mel bins."""
+        """SpecAugment: while training, zero random spans of frames and of mel bins.
+
+        The spans follow the core's ``compute_mask_indices`` rule, drawn with TensorFlow ops so that a compiled
+        train step keeps them in the graph (XLA included).
+        """
         if not self.config.apply_spec_augment or not training:
             return input_features
-        batch_size, num_mel_bins, frames = input_features.shape
-        # numpy's global generator seeds the masks, so keras.utils.set_random_seed reproduces them.
-        seed = np.random.randint(0, 2**31 - 1)
-        rng = np.random.default_rng(seed)
-        if self.config.mask_time_prob > 0:
+        batch_size, num_mel_bins, frames = _shape(input_features)
+        # Eagerly TensorFlow's global seed draws, which keras.utils.set_random_seed resets; in a graph the global
+        # generator, whose variable state a compiled train step reseeds (see the module docstring).
+        uniform = tf.random.uniform if tf.executing_eagerly() else tf.random.get_global_generator().uniform
 
-            def draw_time_mask(*lengths: np.ndarray) -> np.ndarray:
-                return compute_mask_indices(
-                    (batch_size, frames),
-                    self.config.mask_time_prob,
-                    self.config.mask_time_length,
-                    self.config.mask_time_min_masks,
-                    attention_mask=lengths[0] if lengths else None,
-                    rng=rng,
+        def span_mask(size: int, mask_prob: float, mask_length: int, min_masks: int, lengths: tf.Tensor) -> tf.Tensor:
+            """(batch, size) bool: ``int(mask_prob * length / mask_length + u)`` spans per row (``u`` one uniform
+            draw for the batch), at least ``min_masks``, as many as fit; distinct random starts below
+            ``length - mask_length + 1``, so every span ends inside the row's ``length``."""
+            if not 1 <= mask_length <= size:
+                raise InputError(
+                    f"mask_length={mask_length} must be at least 1 and at most the length of the axis it masks "
+                    f"({size}); change mask_time_length / mask_feature_length in the config"
                 )
+            rounding = uniform(())
+            lengths = tf.cast(lengths, tf.int32)  # (batch,)
+            num_starts = tf.maximum(lengths - (mask_length - 1), 0)
+            wanted = tf.cast(mask_prob * tf.cast(lengths, tf.float32) / mask_length + rounding, tf.int32)
+            num_spans = tf.minimum(tf.minimum(tf.maximum(wanted, min_masks), size // mask_length), num_starts)
+            # The num_spans largest of iid uniforms over the allowed starts: a uniform draw without replacement.
+            positions = tf.range(size)[None, :]  # (1, size)
+            noise = tf.where(positions < num_starts[:, None], uniform(tf.stack([batch_size, size])), -1.0)
+            rank = tf.argsort(tf.argsort(noise, axis=-1, direction="DESCENDING", stable=True), axis=-1, stable=True)
+            starts = tf.cast(rank < num_spans[:, None], tf.int32)  # (batch, size)
+            # A position is masked when a span starts at most mask_length - 1 positions before it.
+            started = tf.cumsum(starts, axis=-1)
+            started_before = tf.pad(started, [[0, 0], [mask_length, 0]])[:, :size]
+            return started - started_before > 0
 
-            masks = [] if attention_mask is None else [attention_mask]
-            time_mask = _numpy_call(draw_time_mask, masks, tf.bool, (batch_size, frames))
+        if self.config.mask_time_prob > 0:
+            if attention_mask is None:
+                lengths = tf.fill(tf.reshape(batch_size, (1,)), frames)
+            else:
+                lengths = tf.reduce_sum(tf.cast(attention_mask, tf.int32), axis=-1)
+            time_mask = span_mask(
+                frames,
+                self.config.mask_time_prob,
+                self.config.mask_time_length,
+                self.config.mask_time_min_masks,
+                lengths,
+            )
             time_mask = time_mask[:, None, :]  # (batch, 1, frames)
             input_features = tf.where(time_mask, tf.zeros_like(input_features), input_features)
         if self.config.mask_feature_prob > 0:
-
-            def draw_feature_mask() -> np.ndarray:
-                return compute_mask_indices(
-                    (batch_size, num_mel_bins),
-                    self.config.mask_feature_prob,
-                    self.config.mask_feature_length,
-                    self.config.mask_feature_min_masks,
-                    rng=rng,
-                )
-
-            feature_mask = _numpy_call(draw_feature_mask, [], tf.bool, (batch_size, num_mel_bins))
+            feature_mask = span_mask(
+                num_mel_bins,
+                self.config.mask_feature_prob,
+                self.config.mask_feature_length,
+                self.config.mask_feature_min_masks,
+                tf.fill(tf.reshape(batch_size, (1,)), num_mel_bins),
+            )
             feature_mask = feature_mask[:, :, None]  # (batch, mels, 1)
             input_features = tf.where(feature_mask, tf.zeros_like(input_features), input_features)
         return input_features
@@ -1008,11 +1045,9 @@ class TFWhisperForConditionalGeneration(TFWhisperGenerationMixin, TFWhisperPreTr
         if labels is not None:
             arguments.check_labels(labels, self.config)
             if decoder_input_ids is None and decoder_inputs_embeds is None:
-
-                def shift(array: np.ndarray) -> np.ndarray:
-                    return shift_tokens_right(array, self.config.pad_token_id, self.config.decoder_start_token_id)
-
-                decoder_input_ids = _numpy_call(shift, [labels], labels.dtype, labels.shape)
+                decoder_input_ids = _shift_tokens_right(
+                    labels, self.config.pad_token_id, self.config.decoder_start_token_id
+                )
 
         outputs = self.model(
             input_features,

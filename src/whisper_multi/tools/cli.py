@@ -12,6 +12,7 @@ from typing import Any
 from whisper_multi import __version__
 from whisper_multi.backends import BACKENDS
 from whisper_multi.errors import ModelNotAvailableError, WhisperMultiError
+from whisper_multi.tools.finetune_command import add_finetune_parser
 
 
 def _config_command(args: argparse.Namespace) -> int:
@@ -480,7 +481,10 @@ def _add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="whisper-multi",
-        description="Whisper in PyTorch, TensorFlow and Flax: convert checkpoints, check parity, transcribe, evaluate.",
+        description=(
+            "Whisper in PyTorch, TensorFlow and Flax: convert checkpoints, check parity, transcribe, evaluate, "
+            "fine-tune."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"whisper-multi {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -497,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_parser(commands)
     _add_transcribe_parser(commands)
     _add_evaluate_parser(commands)
+    add_finetune_parser(commands)
     return parser
 
 

@@ -38,6 +38,7 @@ from whisper_multi.tools.check.stage_names import (
 )
 from whisper_multi.tools.check.subject import Subject
 from whisper_multi.tools.check.tolerances import Float64Reference, Tolerances
+from whisper_multi.tools.check.training import training
 
 
 def mel(run: Run) -> None:
@@ -208,6 +209,7 @@ GROUPS: dict[str, StageGroup] = {
     "e2e": StageGroup(E2E_STAGES, e2e),
     "cached": StageGroup(CACHED_STAGES, cached),
     "gradients": StageGroup(("gradients",), gradients),
+    "training": StageGroup(("training_losses", "training_weights"), training),
     "classification": StageGroup(("classification_logits",), classification),
     "generation": StageGroup(tuple(GENERATION_SETTINGS), generation),
 }

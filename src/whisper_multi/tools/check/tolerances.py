@@ -37,6 +37,9 @@ class Tolerances:
     # float32 round-off does (it keeps 2**-24 of a value).
     relative: float = 0.0
     gradients: float = 1e-4  # relative to the largest magnitude of the reference gradient, per parameter
+    # Ten AdamW steps: each step's loss relative to the first framework's, each final parameter relative to its
+    # largest magnitude.
+    training: float = 1e-4
     target: float | None = None
     gradients_target: float | None = None
 
@@ -48,6 +51,8 @@ class Tolerances:
         stage = stage.removeprefix("float32_error_")
         if stage == "gradients":
             return self.gradients
+        if stage in ("training_losses", "training_weights"):
+            return self.training
         if stage in HIDDEN_STATE_STAGES:
             return self.hidden_states
         return self.absolute
