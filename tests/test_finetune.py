@@ -94,21 +94,6 @@ def _saved_weights(directory: Path) -> dict[str, np.ndarray]:
     return load_file(directory / "model.safetensors")
 
 
-def test_an_interrupted_run_resumes_with_the_uninterrupted_losses(key: str, tiny_model_dir: Path, tmp_path: Path) -> None:
-    options = _options(steps=5, checkpoint_every=2)
-    whole = _run(key, tiny_model_dir, tmp_path / "whole", options)
-
-    def stop_after_three(record: object) -> None:
-        if record.step == 3:  # type: ignore[attr-defined]
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        _run(key, tiny_model_dir, tmp_path / "cut", options, on_step=stop_after_three)
-    assert json.loads((tmp_path / "cut" / "checkpoints" / "latest.json").read_text())["step"] == 2
-    resumed = _run(key, tiny_model_dir, tmp_path / "cut", options, resume=True)
-    assert resumed.losses == whole.losses
-
-
 def test_a_frozen_encoder_is_encoded_once_and_trains_as_without_the_cache(
     key: str, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
