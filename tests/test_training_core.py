@@ -169,7 +169,7 @@ def test_a_run_without_checkpoints_has_no_latest(tmp_path: Path) -> None:
 def test_a_latest_pointer_to_a_removed_checkpoint_is_named(tmp_path: Path) -> None:
     checkpoints.write_checkpoint(tmp_path, 1, _writer(1), kept=2)
     (tmp_path / "checkpoints" / "step-0000001" / checkpoints.STATE_FILE).unlink()
-    with pytest.raises(CheckpointError, match="step-0000001, which has no training_state.json"):
+    with pytest.raises(CheckpointError, match=r"step-0000001, which has no training_state\.json"):
         checkpoints.latest_checkpoint(tmp_path)
 
 

@@ -334,8 +334,6 @@ class WhisperGenerationConfig(_JsonConfig):
     """
 
     _file_name: ClassVar[str] = GENERATION_CONFIG_NAME
-    # Read by Transformers' Seq2SeqTrainer after generate: this config never comes from a model config.
-    _from_model_config: ClassVar[bool] = False
     _defaults: ClassVar[dict[str, Any]] = {
         "decoder_start_token_id": 50258,
         "bos_token_id": 50257,
