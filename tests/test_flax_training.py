@@ -20,6 +20,7 @@ from conformance.configs import SMALL_VOCABULARY, random_config, random_tensors 
 
 from whisper_multi.errors import InputError  # noqa: E402
 from whisper_multi.flax import FlaxWhisperForConditionalGeneration  # noqa: E402
+from whisper_multi.flax import training as flax_training  # noqa: E402
 from whisper_multi.flax.training import Trainer  # noqa: E402
 from whisper_multi.modeling.utils import IGNORE_INDEX  # noqa: E402
 from whisper_multi.training.optimizer import is_decayed, is_trained  # noqa: E402
@@ -239,6 +240,18 @@ def test_accumulating_two_batches_of_two_equals_one_batch_of_four():
     single_losses = train(single, whole)
     assert_close_losses(accumulated_losses, single_losses)
     assert_close_weights(accumulated.canonical_weights(), single.canonical_weights())
+
+
+def test_the_accumulation_scan_equals_the_unrolled_accumulation(monkeypatch):
+    # CPU unrolls the micro-batches (XLA's CPU loops are slow); accelerators keep the lax.scan: the same step.
+    halves = [[make_batch(100 + step), make_batch(200 + step)] for step in range(2)]
+    unrolled = Trainer(flax_model(), OPTIONS, STEPS)
+    unrolled_losses = train(unrolled, halves)
+    monkeypatch.setattr(flax_training, "_unrolls_accumulation", lambda: False)
+    scanned = Trainer(flax_model(), OPTIONS, STEPS)
+    scanned_losses = train(scanned, halves)
+    assert_close_losses(scanned_losses, unrolled_losses)
+    assert_close_weights(scanned.canonical_weights(), unrolled.canonical_weights())
 
 
 # --- bfloat16 -------------------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 The loop, the options, the schedule and which parameters train are the core's (``whisper_multi.training``); this
 module writes them the way JAX users train: ``create_train_state`` holds the parameters and the optax state,
-``make_train_step`` compiles one optimizer step (gradient accumulation as a ``jax.lax.scan`` over the stacked
-micro-batches), and ``Trainer`` is the protocol of ``training.trainer`` on top of them.
+``make_train_step`` compiles one optimizer step (gradient accumulation over the stacked micro-batches: a
+``jax.lax.scan``, unrolled on CPU), and ``Trainer`` is the protocol of ``training.trainer`` on top of them.
 
 The optimizer is torch.optim.AdamW's: gradients clipped to a global norm, Adam with epsilon added to the
 bias-corrected root, then decoupled weight decay, the learning rate of ``schedule.learning_rate`` at optax's update
@@ -160,11 +160,23 @@ def _model_inputs(batch: Batch) -> dict[str, Any]:
     return inputs
 
 
+def _unrolls_accumulation() -> bool:
+    """Whether the micro-batches are accumulated in an unrolled Python loop rather than a ``lax.scan``: on CPU, where
+    XLA runs a loop body several times slower than the same operations outside a loop, even a loop of one
+    micro-batch (benchmarks/results.md, training case). Elsewhere the scan stays: the compiled step holds one
+    micro-batch however many are accumulated."""
+    return jax.default_backend() == "cpu"
+
+
+def _micro_batch(batches: Batch, index: int) -> Batch:
+    return {name: value[index] for name, value in batches.items()}
+
+
 def make_train_step(model: Any, options: TrainingOptions) -> TrainStep:
     """``train_step(state, batches, step_rng) -> (state, loss)``, jit-compiled with the state donated.
 
     ``batches`` holds the micro-batches stacked on a leading axis (``stack_batches``); their gradients are averaged
-    (a ``jax.lax.scan``, so the graph holds one micro-batch), then one optimizer update. Dropout, LayerDrop and
+    (a ``jax.lax.scan``; unrolled on CPU, ``_unrolls_accumulation``), then one optimizer update. Dropout, LayerDrop and
     SpecAugment of micro-batch ``i`` draw from ``fold_in(step_rng, i)``. ``loss`` is the mean of the micro-batches'
     losses, each the model's own (labels shifted into decoder inputs in the graph, -100 ignored).
     """
@@ -184,8 +196,13 @@ def make_train_step(model: Any, options: TrainingOptions) -> TrainStep:
             loss, grads = value_and_grad(state.params, batch, jax.random.fold_in(step_rng, index))
             return jax.tree_util.tree_map(jnp.add, carry, (loss, grads)), None
 
-        zeros = (jnp.zeros((), jnp.float32), jax.tree_util.tree_map(jnp.zeros_like, state.params))
-        (loss_sum, grad_sum), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(count), batches))
+        carry = (jnp.zeros((), jnp.float32), jax.tree_util.tree_map(jnp.zeros_like, state.params))
+        if _unrolls_accumulation():
+            for index in range(count):
+                carry, _ = accumulate(carry, (index, _micro_batch(batches, index)))
+        else:
+            carry, _ = jax.lax.scan(accumulate, carry, (jnp.arange(count), batches))
+        loss_sum, grad_sum = carry
         grads = jax.tree_util.tree_map(lambda grad: grad / count, grad_sum)
         return state.apply_gradients(grads=grads), loss_sum / count
 
