@@ -28,7 +28,7 @@ CORE = {
     "decoding",
     "weights",
 }
-TOOLS_SEE = CORE | {"processing", "longform", "training", "finetuning", "__version__"} | BACKEND_PARTS
+TOOLS_SEE = CORE | {"processing", "longform", "training", "finetuning", "export", "__version__"} | BACKEND_PARTS
 
 # Part of the package -> the parts it may import (itself always). Lower layers never import higher ones.
 ALLOWED: dict[str, set[str]] = {
@@ -50,6 +50,8 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"errors", "backends", "modeling"},
     # The run on top of the backends' steps: data, evaluation, checkpoints.
     "finetuning": {"errors", "jsonfile", "backends", "training", "longform"},
+    # Artifacts that decode: the core's plan traced by each backend's export module.
+    "export": {"errors", "jsonfile", "backends", "decoding"},
     # Each backend sees the core below the long-form layer, never another backend.
     **{part: CORE_FOR_MODELS for part in BACKEND_PARTS},
     # The tools sit on top: everything.

@@ -159,7 +159,10 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path: Path) -> None:
         checkpoints.write_checkpoint(tmp_path, step, _writer(step), kept=2)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["latest.json", "step-0000003", "step-0000004"]
-    assert json.loads((tmp_path / "checkpoints" / "latest.json").read_text()) == {"step": 4, "directory": "step-0000004"}
+    assert json.loads((tmp_path / "checkpoints" / "latest.json").read_text()) == {
+        "step": 4,
+        "directory": "step-0000004",
+    }
 
 
 def test_a_run_without_checkpoints_has_no_latest(tmp_path: Path) -> None:

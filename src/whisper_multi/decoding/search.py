@@ -341,6 +341,17 @@ def finish(plan: DecodingPlan, outputs: dict[str, np.ndarray]) -> SearchResult:
     return _finish_beams(plan, outputs)
 
 
+def graph_sequences(ops: ArrayOps, plan: DecodingPlan, tokens: Any, length: Any) -> Any:
+    """``finish``'s greedy sequences inside a compiled graph, for exported models: ``tokens`` (batch, max_length)
+    with every position after a row's first generated ``<|endoftext|>`` (and from ``length`` on) set to ``pad``;
+    each row is the prefix, the generated tokens and ``<|endoftext|>`` when it ended, then padding."""
+    positions = ops.arange(plan.max_length)[None, :]  # (1, max_length)
+    ends = (tokens == plan.eot) & (positions >= plan.prefix_length)
+    ends_before = ops.cumsum(ends, axis=1) - ops.cast(ends, "int32")  # end tokens strictly before each position
+    keep = (ends_before == 0) & (positions < length)
+    return ops.where(keep, tokens, ops.full(tuple(tokens.shape), plan.pad, "int32"))
+
+
 def _cut(row: np.ndarray, plan: DecodingPlan) -> np.ndarray:
     ends = np.nonzero(row[plan.prefix_length :] == plan.eot)[0]
     stop = plan.prefix_length + int(ends[0]) + 1 if len(ends) else len(row)

@@ -12,6 +12,7 @@ from typing import Any
 from whisper_multi import __version__
 from whisper_multi.backends import BACKENDS
 from whisper_multi.errors import ModelNotAvailableError, WhisperMultiError
+from whisper_multi.tools.export_command import add_export_parser
 from whisper_multi.tools.finetune_command import add_finetune_parser
 
 
@@ -483,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="whisper-multi",
         description=(
             "Whisper in PyTorch, TensorFlow and Flax: convert checkpoints, check parity, transcribe, evaluate, "
-            "fine-tune."
+            "fine-tune, export."
         ),
     )
     parser.add_argument("--version", action="version", version=f"whisper-multi {__version__}")
@@ -502,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_transcribe_parser(commands)
     _add_evaluate_parser(commands)
     add_finetune_parser(commands)
+    add_export_parser(commands)
     return parser
 
 

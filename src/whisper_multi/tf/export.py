@@ -1,0 +1,78 @@
+"""TensorFlow artifacts of the whole greedy decoding: a SavedModel and a TFLite file.
+
+The function traced into the artifact is the encoder, then the core's greedy search (``decoding.search``) for the
+export's plan and fixed prefix, then the sequences cut after ``<|endoftext|>`` (``graph_sequences``): one
+signature, ``serving_default(input_features: float32[batch, n_mels, 3000]) -> {"sequences": int32[batch,
+max_length]}``, each row the prefix, the generated tokens and ``<|endoftext|>``, padded with ``pad_token_id``. The
+module holds the model's variables and not the Keras model, so loading needs TensorFlow only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from whisper_multi.decoding.options import DecodingPlan
+from whisper_multi.decoding.search import graph_sequences, run_search
+from whisper_multi.errors import InputError
+from whisper_multi.tf.generation import TFSeam
+
+FRAMES = 3000  # 30 s of log-mel frames: the window every Whisper encoder takes
+TFLITE_FILE = "model.tflite"
+
+
+def decoding_function(
+    model: Any, plan: DecodingPlan, prefix: np.ndarray, jit_compile: bool
+) -> tf.types.experimental.GenericFunction:
+    """``features -> {"sequences": ...}`` as a ``tf.function`` with the artifact's input signature."""
+    seam = TFSeam(model)
+    batch = prefix.shape[0]
+
+    def decode(input_features: tf.Tensor) -> dict[str, tf.Tensor]:
+        states = model.model.encoder(input_features, return_dict=True).last_hidden_state
+        outputs = run_search(seam, plan, tf.constant(prefix), states, tf.constant(0, tf.int32))
+        return {"sequences": graph_sequences(seam.ops, plan, outputs["tokens"], outputs["length"])}
+
+    signature = [tf.TensorSpec((batch, model.config.num_mel_bins, FRAMES), tf.float32, name="input_features")]
+    return tf.function(decode, input_signature=signature, jit_compile=jit_compile)
+
+
+def _module(model: Any, function: Any) -> tf.Module:
+    """A module that tracks the model's variables (the tf.Variables under Keras' variables) and the function."""
+    module = tf.Module()
+    module.model_variables = [variable.value for variable in model.weights]
+    module.serving_default = function
+    return module
+
+
+def write_savedmodel(model: Any, plan: DecodingPlan, prefix: np.ndarray, directory: Path) -> None:
+    function = decoding_function(model, plan, prefix, jit_compile=True)
+    module = _module(model, function)
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": function})
+
+
+def tflite_bytes(model: Any, plan: DecodingPlan, prefix: np.ndarray, quantize: str | None) -> bytes:
+    """The decoding function converted by TensorFlow's TFLite converter (built-in ops only, so LiteRT runs it):
+    float32; with ``quantize="float16"`` float16 weights; with ``"int8"`` dynamic-range int8 weights."""
+    function = decoding_function(model, plan, prefix, jit_compile=False)  # the converter reads the graph, not XLA
+    module = _module(model, function)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # alone: dynamic-range int8 weights
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def write(model: Any, plan: DecodingPlan, prefix: np.ndarray, options: Any, directory: Path) -> None:
+    """Write the artifact of ``options.format`` into ``directory`` (the export's staging folder)."""
+    if options.format == "savedmodel":
+        write_savedmodel(model, plan, prefix, directory)
+    elif options.format == "tflite":
+        (directory / TFLITE_FILE).write_bytes(tflite_bytes(model, plan, prefix, options.quantize))
+    else:
+        raise InputError(f"format {options.format!r} is not written by TensorFlow; expected savedmodel or tflite")

