@@ -112,24 +112,35 @@ def test_bad_input_is_one_line_exit_1_and_nothing_left(tmp_path: Path, arguments
     assert sorted(tmp_path.rglob("*")) == before  # nothing written, OUT's own files untouched
 
 
-# --- the TensorFlow artifacts ---------------------------------------------------------------------------------------
+# --- the artifacts ---------------------------------------------------------------------------------------------------
+_MODELS: dict[str, tuple] = {}
+
+
+def tiny_en(backend: str) -> tuple:
+    """(tiny.en in ``backend``, its processor), loaded once per test run."""
+    spec = installed_backend(backend)
+    if backend not in _MODELS:
+        from conftest import load_tiny_en
+        from whisper_multi import WhisperProcessor
+
+        path, model, _ = load_tiny_en(spec.model_class().from_pretrained)
+        _MODELS[backend] = (model, WhisperProcessor.from_pretrained(path))
+    return _MODELS[backend]
+
+
 @pytest.fixture(scope="module")
 def tiny_en_tf():
-    installed_backend("tf")
-    from conftest import load_tiny_en
-    from whisper_multi import WhisperProcessor
-    from whisper_multi.tf import TFWhisperForConditionalGeneration
-
-    path, model, _ = load_tiny_en(TFWhisperForConditionalGeneration.from_pretrained)
-    return model, WhisperProcessor.from_pretrained(path)
+    return tiny_en("tf")
 
 
 @pytest.fixture(scope="module")
-def clip_features(tiny_en_tf) -> np.ndarray:
+def clip_features() -> np.ndarray:
     """The log-mel features (clips, 80, 3000) of the speech fixtures."""
-    _, processor = tiny_en_tf
+    from whisper_multi import WhisperFeatureExtractor
+
+    extractor = WhisperFeatureExtractor()
     audio = [load_wav(ROOT / "tests" / "fixtures" / "audio" / f"{name}.wav") for name in CLIPS]
-    return np.stack([processor(clip, sampling_rate=16000, return_tensors="np").input_features[0] for clip in audio])
+    return np.stack([extractor(clip, sampling_rate=16000, return_tensors="np").input_features[0] for clip in audio])
 
 
 def _eager_sequences(model, features: np.ndarray, max_length: int, pad: int) -> np.ndarray:
@@ -160,6 +171,15 @@ TFLITE_RUNNER = """
     assert not [name for name in sys.modules if name.startswith(("whisper_multi", "tensorflow"))]
     np.save(sys.argv[3], np.stack(rows))
 """
+JAX_RUNNER = """
+    import sys, numpy as np, jax
+    features = np.load(sys.argv[2])
+    exported = jax.export.deserialize(bytearray(open(sys.argv[1] + "/model.jax", "rb").read()))
+    rows = [np.asarray(exported.call(item[None]))[0] for item in features]
+    assert not [name for name in sys.modules if name.startswith(("whisper_multi", "flax"))]
+    np.save(sys.argv[3], np.stack(rows))
+"""
+RUNNERS = {"savedmodel": SAVEDMODEL_RUNNER, "tflite": TFLITE_RUNNER, "jax": JAX_RUNNER}
 
 
 def _run_artifact(runner: str, out: Path, features: np.ndarray, tmp_path: Path) -> np.ndarray:
@@ -170,21 +190,21 @@ def _run_artifact(runner: str, out: Path, features: np.ndarray, tmp_path: Path) 
     return np.load(tmp_path / "tokens.npy")
 
 
-@pytest.mark.parametrize("format", ["savedmodel", "tflite"])
+@pytest.mark.parametrize("format", ["savedmodel", "tflite", "jax"])
 def test_a_float32_artifact_gives_the_eager_models_tokens_in_a_fresh_process(
-    tiny_en_tf, clip_features: np.ndarray, tmp_path: Path, format: str
+    clip_features: np.ndarray, tmp_path: Path, format: str
 ) -> None:
     if format == "tflite":
         pytest.importorskip("ai_edge_litert", reason='LiteRT runs TFLite files: pip install "whisper-multi[export]"')
-    from whisper_multi.export import export
+    from whisper_multi.export import FORMATS, export
 
-    model, processor = tiny_en_tf
+    model, processor = tiny_en(FORMATS[format].backend)
     out = export(model, tmp_path / "artifact", format, processor=processor)
     description = json.loads((out / "export.json").read_text())
     assert description["prefix"] == [50257, 50362] and description["max_length"] == 448
     for name in ("config.json", "generation_config.json", "tokenizer.json", "preprocessor_config.json"):
         assert (out / name).is_file(), name
-    tokens = _run_artifact(SAVEDMODEL_RUNNER if format == "savedmodel" else TFLITE_RUNNER, out, clip_features, tmp_path)
+    tokens = _run_artifact(RUNNERS[format], out, clip_features, tmp_path)
     expected = _eager_sequences(model, clip_features, 448, description["pad_token_id"])
     assert tokens.dtype == np.int32 and tokens.shape == (len(CLIPS), 448)
     np.testing.assert_array_equal(tokens, expected)
