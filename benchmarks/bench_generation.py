@@ -301,15 +301,15 @@ def _transformers(backend: str, settings: Settings) -> Callable[[], object]:
 
 
 def faster_whisper_greedy(
-    directory: str, features: Any, max_new_tokens: int | None = None, threads: int = 0
+    directory: str, features: Any, max_new_tokens: int | None = None, threads: int = 0, compute_type: str = "float32"
 ) -> Callable[[], object]:
-    """CTranslate2 float32 on one (80, 3000) log-mel: the encoder, then greedy decoding at temperature 0 without
-    timestamps, as ours decode (``threads`` 0: CTranslate2's default)."""
+    """CTranslate2 (float32 unless ``compute_type`` says otherwise) on one (80, 3000) log-mel: the encoder, then
+    greedy decoding at temperature 0 without timestamps, as ours decode (``threads`` 0: CTranslate2's default)."""
     from faster_whisper import WhisperModel
     from faster_whisper.tokenizer import Tokenizer
     from faster_whisper.transcribe import TranscriptionOptions
 
-    model = WhisperModel(directory, device="cpu", compute_type="float32", cpu_threads=threads)
+    model = WhisperModel(directory, device="cpu", compute_type=compute_type, cpu_threads=threads)
     tokenizer = Tokenizer(model.hf_tokenizer, False, task="transcribe", language="en")
     prompt = model.get_prompt(tokenizer, [], without_timestamps=True)
     options = TranscriptionOptions(

@@ -269,3 +269,38 @@ def test_a_multilingual_tflite_translates_from_french_with_its_prefix(clip_featu
     expected = np.asarray(rows)[0]
     np.testing.assert_array_equal(tokens[0, : len(expected)], expected)
     assert (tokens[0, len(expected) :] == description["pad_token_id"]).all()
+
+
+WER_RUNNER = """
+    import sys, numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    features = np.load(sys.argv[2])
+    runner = Interpreter(model_path=sys.argv[1] + "/model.tflite").get_signature_runner()
+    np.save(sys.argv[3], np.stack([runner(input_features=item[None])["sequences"][0] for item in features]))
+"""
+
+
+def test_float16_and_int8_tflite_keep_the_long_form_wer_and_int8_is_smaller(tmp_path: Path) -> None:
+    pytest.importorskip("ai_edge_litert", reason='LiteRT runs TFLite files: pip install "whisper-multi[export]"')
+    from whisper_multi import WhisperFeatureExtractor
+    from whisper_multi.export import artifact_size, export
+    from whisper_multi.longform.evaluate import word_error_rate
+
+    model, processor = tiny_en("tf")
+    longform = ROOT / "tests" / "fixtures" / "longform"
+    audio = load_wav(longform / "longform_60s.wav")
+    window = 20 * 16000  # the artifacts decode 30 s windows; 20 s pieces keep each piece's words whole enough
+    pieces = [audio[start : start + window] for start in range(0, len(audio), window)]
+    extractor = WhisperFeatureExtractor()
+    features = np.concatenate([extractor(piece, sampling_rate=16000).input_features for piece in pieces])
+    reference = (longform / "longform_60s.txt").read_text(encoding="utf-8")
+    wer, size = {}, {}
+    for dtype in ("float32", "float16", "int8"):
+        out = export(model, tmp_path / dtype, "tflite", quantize=None if dtype == "float32" else dtype)
+        (tmp_path / "run").mkdir(exist_ok=True)
+        sequences = _run_artifact(WER_RUNNER, out, features, tmp_path / "run")
+        text = " ".join(processor.batch_decode(sequences, skip_special_tokens=True))
+        wer[dtype], size[dtype] = word_error_rate(reference, text), artifact_size(out)
+    assert wer["float32"] < 0.3  # the artifact transcribes (0.20 on this fixture with 20 s pieces)
+    assert wer["float16"] <= wer["float32"] + 0.02 and wer["int8"] <= wer["float32"] + 0.02, wer
+    assert size["float16"] < 0.55 * size["float32"] and size["int8"] < 0.45 * size["float32"], size
