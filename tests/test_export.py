@@ -30,13 +30,13 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"format": "coreml"}, "format 'coreml' is not an export format; expected one of savedmodel, tflite, onnx"),
+        ({"format": "coreml"}, "format 'coreml' is not an export format; expected one of savedmodel, tflite, jax"),
         ({"format": "savedmodel", "quantize": "int8"}, "format savedmodel has no int8 quantization"),
         ({"format": "jax", "quantize": "float16"}, "format jax has no float16 quantization"),
         ({"format": "tflite", "quantize": "int4"}, "quantize='int4' is not a quantization"),
         ({"format": "tflite", "task": "summarize"}, "task='summarize'; expected one of"),
         ({"format": "tflite", "max_new_tokens": 0}, "max_new_tokens=0; expected a positive number"),
-        ({"format": "onnx", "batch_size": 0}, "batch_size=0; expected a positive batch size"),
+        ({"format": "jax", "batch_size": 0}, "batch_size=0; expected a positive batch size"),
     ],
 )
 def test_bad_options_name_the_value_and_what_is_expected(options: dict, message: str) -> None:
@@ -47,7 +47,6 @@ def test_bad_options_name_the_value_and_what_is_expected(options: dict, message:
 def test_the_formats_quantizations_are_those_the_issue_names() -> None:
     assert ExportOptions("tflite", quantize="int8").quantize == "int8"
     assert ExportOptions("tflite", quantize="float16").quantize == "float16"
-    assert ExportOptions("onnx", quantize="int8").quantize == "int8"
 
 
 # --- the sequences cut inside the graph -----------------------------------------------------------------------------

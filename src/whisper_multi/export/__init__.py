@@ -1,7 +1,7 @@
 """Deployable artifacts that run the whole greedy decoding: ``export(model, out, format=...)``.
 
-The formats (``formats.FORMATS``): a TensorFlow SavedModel and a TFLite file from the TF model, ONNX graphs from the
-PyTorch model, ``jax.export`` bytes from the Flax model. The decoding they run is the core's (``plan.export_plan``,
+The formats (``formats.FORMATS``): a TensorFlow SavedModel and a TFLite file from the TF model, ``jax.export`` bytes
+from the Flax model. The decoding they run is the core's (``plan.export_plan``,
 ``decoding.search``), traced into the artifact by the backend's ``export`` module; OUT also holds the config,
 generation config, tokenizer and preprocessor files, and ``export.json`` (what was exported and how to call it).
 """

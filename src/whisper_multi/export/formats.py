@@ -1,4 +1,5 @@
-"""The export formats, defined once: which backend's model writes each, what OUT holds, which quantizations it has."""
+"""The export formats, defined once: which backend's model writes each, what OUT holds, which quantizations it has.
+(ONNX from the PyTorch model, run by onnxruntime, is to come; it will be one more row here.)"""
 
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ FORMATS: dict[str, ExportFormat] = {
     for spec in (
         ExportFormat("savedmodel", "tf", "a SavedModel folder (saved_model.pb, variables/)", "tf.saved_model.load", ()),
         ExportFormat("tflite", "tf", "model.tflite", "the ai-edge-litert interpreter", ("int8", "float16")),
-        ExportFormat("onnx", "pt", "encoder.onnx and decoder.onnx", "onnxruntime", ("int8",)),
         ExportFormat("jax", "flax", "model.jax (jax.export's serialized Exported)", "jax.export.deserialize", ()),
     )
 }

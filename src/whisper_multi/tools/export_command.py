@@ -12,7 +12,7 @@ from whisper_multi.errors import WhisperMultiError
 
 DESCRIPTION = (
     "Write MODEL as one artifact that runs the encoder and the whole greedy decoding: a TensorFlow SavedModel, a "
-    "TFLite file (float32, float16 weights or dynamic-range int8), ONNX graphs (run by onnxruntime) or jax.export "
+    "TFLite file (float32, float16 weights or dynamic-range int8) or jax.export "
     "bytes. OUT is a new folder holding the artifact beside the config, tokenizer and preprocessor files; it "
     "appears only once complete. The decoder prefix (language, task, timestamps) is fixed in the artifact.\n\n"
     "exit status: 0 written; 1 a bad argument, an OUT that exists or cannot be written, or a model that cannot be "
@@ -25,7 +25,7 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
 
     parser = commands.add_parser(
         "export",
-        help="write a SavedModel, TFLite, ONNX or jax.export artifact that decodes",
+        help="write a SavedModel, TFLite or jax.export artifact that decodes",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
