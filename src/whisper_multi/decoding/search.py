@@ -341,6 +341,13 @@ def finish(plan: DecodingPlan, outputs: dict[str, np.ndarray]) -> SearchResult:
     return _finish_beams(plan, outputs)
 
 
+def search_sequences(seam: DecoderSeam, plan: DecodingPlan, prefix: Any, encoder_states: Any, rng: Any) -> Any:
+    """The greedy search's sequences as an exported model returns them, inside its graph: ``run_search`` then
+    ``graph_sequences``."""
+    outputs = run_search(seam, plan, prefix, encoder_states, rng)
+    return graph_sequences(seam.ops, plan, outputs["tokens"], outputs["length"])
+
+
 def graph_sequences(ops: ArrayOps, plan: DecodingPlan, tokens: Any, length: Any) -> Any:
     """``finish``'s greedy sequences inside a compiled graph, for exported models: ``tokens`` (batch, max_length)
     with every position after a row's first generated ``<|endoftext|>`` (and from ``length`` on) set to ``pad``;

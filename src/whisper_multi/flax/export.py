@@ -1,7 +1,7 @@
 """The Flax artifact of the whole greedy decoding: ``jax.export``'s serialized ``Exported`` (StableHLO).
 
 The function exported is the encoder, then the core's greedy search (``decoding.search``) for the export's plan and
-fixed prefix, then the sequences cut after ``<|endoftext|>`` (``graph_sequences``): ``input_features`` float32
+fixed prefix, then the sequences cut after ``<|endoftext|>`` (``search_sequences``): ``input_features`` float32
 (batch, n_mels, 3000) -> sequences int32 (batch, max_length). The parameters are constants of the module, so
 ``jax.export.deserialize(data).call(features)`` needs jax alone: no flax, no whisper_multi.
 """
@@ -16,11 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from whisper_multi.decoding.options import DecodingPlan
-from whisper_multi.decoding.search import graph_sequences, run_search
+from whisper_multi.decoding.search import search_sequences
 from whisper_multi.errors import InputError
 from whisper_multi.flax.generation import JaxSeam
+from whisper_multi.modeling.utils import expected_num_frames
 
-FRAMES = 3000  # 30 s of log-mel frames: the window every Whisper encoder takes
 JAX_FILE = "model.jax"
 
 
@@ -35,8 +35,7 @@ def decoding_function(model: Any, plan: DecodingPlan, prefix: np.ndarray) -> Any
         seam.params, seam.projection = params, jnp.transpose(embedding)
         try:
             states = model.module.apply({"params": params}, input_features, method=model.module.encode)
-            outputs = run_search(seam, plan, jnp.asarray(prefix), states.last_hidden_state, jax.random.PRNGKey(0))
-            return graph_sequences(seam.ops, plan, outputs["tokens"], outputs["length"])
+            return search_sequences(seam, plan, jnp.asarray(prefix), states.last_hidden_state, jax.random.PRNGKey(0))
         finally:
             seam.params = seam.projection = None
 
@@ -44,7 +43,7 @@ def decoding_function(model: Any, plan: DecodingPlan, prefix: np.ndarray) -> Any
 
 
 def exported_bytes(model: Any, plan: DecodingPlan, prefix: np.ndarray) -> bytes:
-    shape = (prefix.shape[0], model.config.num_mel_bins, FRAMES)
+    shape = (prefix.shape[0], model.config.num_mel_bins, expected_num_frames(model.config))
     exported = jax.export.export(jax.jit(decoding_function(model, plan, prefix)))(
         jax.ShapeDtypeStruct(shape, jnp.float32)
     )

@@ -1,7 +1,7 @@
 """TensorFlow artifacts of the whole greedy decoding: a SavedModel and a TFLite file.
 
 The function traced into the artifact is the encoder, then the core's greedy search (``decoding.search``) for the
-export's plan and fixed prefix, then the sequences cut after ``<|endoftext|>`` (``graph_sequences``): one
+export's plan and fixed prefix, then the sequences cut after ``<|endoftext|>`` (``search_sequences``): one
 signature, ``serving_default(input_features: float32[batch, n_mels, 3000]) -> {"sequences": int32[batch,
 max_length]}``, each row the prefix, the generated tokens and ``<|endoftext|>``, padded with ``pad_token_id``. The
 module holds the model's variables and not the Keras model, so loading needs TensorFlow only.
@@ -16,11 +16,11 @@ import numpy as np
 import tensorflow as tf
 
 from whisper_multi.decoding.options import DecodingPlan
-from whisper_multi.decoding.search import graph_sequences, run_search
+from whisper_multi.decoding.search import search_sequences
 from whisper_multi.errors import InputError
+from whisper_multi.modeling.utils import expected_num_frames
 from whisper_multi.tf.generation import TFSeam
 
-FRAMES = 3000  # 30 s of log-mel frames: the window every Whisper encoder takes
 TFLITE_FILE = "model.tflite"
 
 
@@ -33,10 +33,13 @@ def decoding_function(
 
     def decode(input_features: tf.Tensor) -> dict[str, tf.Tensor]:
         states = model.model.encoder(input_features, return_dict=True).last_hidden_state
-        outputs = run_search(seam, plan, tf.constant(prefix), states, tf.constant(0, tf.int32))
-        return {"sequences": graph_sequences(seam.ops, plan, outputs["tokens"], outputs["length"])}
+        return {"sequences": search_sequences(seam, plan, tf.constant(prefix), states, tf.constant(0, tf.int32))}
 
-    signature = [tf.TensorSpec((batch, model.config.num_mel_bins, FRAMES), tf.float32, name="input_features")]
+    signature = [
+        tf.TensorSpec(
+            (batch, model.config.num_mel_bins, expected_num_frames(model.config)), tf.float32, name="input_features"
+        )
+    ]
     return tf.function(decode, input_signature=signature, jit_compile=jit_compile)
 
 
