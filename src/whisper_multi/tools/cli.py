@@ -242,6 +242,16 @@ def _speech_to_text_class(backend: str) -> Any:
         os.close(saved)
 
 
+def load_model_and_processor(model: str, backend: str) -> tuple[Any, Any]:
+    """The speech-to-text model of ``backend`` and its processor from ``model``: a checkpoint directory, a model
+    package or a Hub name (what evaluate, finetune and export take)."""
+    from whisper_multi.processing import WhisperProcessor
+    from whisper_multi.weights.packages import model_directory
+
+    with model_directory(model) as (directory, _):
+        return _speech_to_text_class(backend).from_pretrained(directory), WhisperProcessor.from_pretrained(directory)
+
+
 def _temperatures(start: float, increment: float) -> tuple[float, ...]:
     if increment <= 0:
         return (start,)
@@ -392,27 +402,21 @@ def _evaluate_command(args: argparse.Namespace) -> int:
     """Transcribe every recording of DATA, print the error rates as a table and write them as JSON when asked."""
     from whisper_multi.longform.datasets_io import evaluation_data
     from whisper_multi.longform.evaluate import FileFailedError, evaluate
-    from whisper_multi.processing import WhisperProcessor
-    from whisper_multi.weights.packages import model_directory
 
     if args.batch_size < 1:
         args.parser.error(f"--batch-size {args.batch_size}: expected 1 or more")
     if args.output and not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
         args.parser.error(f"--output {args.output}: its folder does not exist; create it first")
     data = evaluation_data(args.data, args.audio_column, args.text_column)  # its layout checked before the model loads
-    with model_directory(args.model) as (directory, _):
-        model = _speech_to_text_class(args.backend).from_pretrained(directory)
-        processor = WhisperProcessor.from_pretrained(directory)
-        progress = _ProgressBar(os.path.basename(os.path.normpath(args.data)), sys.stderr.isatty(), unit="files")
-        try:
-            result = evaluate(
-                model, processor, data, batch_size=args.batch_size, language=args.language, progress=progress
-            )
-        except FileFailedError as error:
-            progress.close(finished=False)
-            print(f"whisper-multi evaluate: error: {' '.join(str(error).split())}", file=sys.stderr)
-            return 1
-        progress.close(finished=True)
+    model, processor = load_model_and_processor(args.model, args.backend)
+    progress = _ProgressBar(os.path.basename(os.path.normpath(args.data)), sys.stderr.isatty(), unit="files")
+    try:
+        result = evaluate(model, processor, data, batch_size=args.batch_size, language=args.language, progress=progress)
+    except FileFailedError as error:
+        progress.close(finished=False)
+        print(f"whisper-multi evaluate: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    progress.close(finished=True)
     print(_evaluation_table(result))
     if args.output:
         _write_evaluation(result, args.output)

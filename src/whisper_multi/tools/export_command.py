@@ -53,18 +53,14 @@ def export_command(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from whisper_multi.export import ExportOptions, artifact_size, export
     from whisper_multi.export.folder import check_destination
-    from whisper_multi.processing import WhisperProcessor
-    from whisper_multi.tools.cli import _speech_to_text_class
-    from whisper_multi.weights.packages import model_directory
+    from whisper_multi.tools.cli import load_model_and_processor
 
     options = ExportOptions(
         format=args.format, quantize=args.quantize, max_new_tokens=args.max_new_tokens, language=args.language,
         task=args.task, timestamps=args.timestamps, batch_size=args.batch_size,
     )  # fmt: skip
     check_destination(Path(args.out))  # before the model loads: a wrong OUT costs nothing
-    with model_directory(args.model) as (directory, _):
-        model = _speech_to_text_class(options.spec.backend).from_pretrained(directory)
-        processor = WhisperProcessor.from_pretrained(directory)
+    model, processor = load_model_and_processor(args.model, options.spec.backend)
     arguments = {name: value for name, value in dataclasses.asdict(options).items() if name != "format"}
     out = export(model, args.out, options.format, processor=processor, **arguments)
     size = artifact_size(out) / 1e6

@@ -81,16 +81,12 @@ def _options(args: argparse.Namespace) -> Any:
 def finetune_command(args: argparse.Namespace) -> int:
     from whisper_multi.finetuning.loop import finetune, training_items
     from whisper_multi.longform.datasets_io import evaluation_data
-    from whisper_multi.processing import WhisperProcessor
-    from whisper_multi.tools.cli import _speech_to_text_class
-    from whisper_multi.weights.packages import model_directory
+    from whisper_multi.tools.cli import load_model_and_processor
 
     options = _options(args)
     items = training_items(args.data)  # the data's layout checked before the model loads
     eval_data = None if args.eval_data is None else evaluation_data(args.eval_data)
-    with model_directory(args.model) as (directory, _):
-        model = _speech_to_text_class(args.backend).from_pretrained(directory)
-        processor = WhisperProcessor.from_pretrained(directory)
+    model, processor = load_model_and_processor(args.model, args.backend)
     progress = StepProgress(sys.stderr.isatty())
     result = finetune(
         model, processor, items, args.out, options,
