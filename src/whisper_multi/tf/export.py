@@ -24,11 +24,39 @@ from whisper_multi.tf.generation import TFSeam
 TFLITE_FILE = "model.tflite"
 
 
+class SharedTableSeam(TFSeam):
+    """The seam of the int8 TFLite file: the token lookup and the vocabulary projection read one constant table.
+
+    The converter quantizes a constant per use: a Gather table per tensor, FullyConnected weights per output channel,
+    so the tied embedding would be stored twice. Here the table is the embedding with every row divided by its largest
+    magnitude, and the row scales multiply the looked-up rows and the logits; the projection is a batched matmul with
+    a rank-3 table (a rank-2 one becomes a FullyConnected), which the converter quantizes per tensor like the Gather,
+    so both read one int8 buffer, and each vocabulary row still keeps its own scale, as per-channel weights would.
+    """
+
+    def __init__(self, model: Any):
+        super().__init__(model)
+        embeddings = np.asarray(model.model.decoder.embed_tokens.embeddings, dtype=np.float32)
+        scales = np.abs(embeddings).max(axis=1)
+        scales = np.where(scales > 0, scales, 1.0).astype(np.float32)  # an all-zero row stays zero
+        self.table = tf.constant(embeddings / scales[:, None])  # (vocab, d_model), each row's largest magnitude 1
+        self.scales = tf.constant(scales)
+
+    def _token_inputs(self, tokens: Any) -> dict[str, Any]:
+        rows = tf.gather(self.table, tokens) * tf.gather(self.scales, tokens)[..., None]
+        return {"inputs_embeds": tf.cast(rows, self.model.compute_dtype)}
+
+    def _logits(self, hidden: Any) -> Any:
+        hidden = tf.cast(hidden, tf.float32)  # (batch, time, d_model)
+        return tf.matmul(hidden, self.table[None], transpose_b=True) * self.scales  # rank 3: a BatchMatMul
+
+
 def decoding_function(
-    model: Any, plan: DecodingPlan, prefix: np.ndarray, jit_compile: bool
+    model: Any, plan: DecodingPlan, prefix: np.ndarray, jit_compile: bool, seam: TFSeam | None = None
 ) -> tf.types.experimental.GenericFunction:
-    """``features -> {"sequences": ...}`` as a ``tf.function`` with the artifact's input signature."""
-    seam = TFSeam(model)
+    """``features -> {"sequences": ...}`` as a ``tf.function`` with the artifact's input signature; the decoder
+    steps through ``seam`` (a ``TFSeam`` of ``model`` by default)."""
+    seam = TFSeam(model) if seam is None else seam
     batch = prefix.shape[0]
 
     def decode(input_features: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -59,8 +87,10 @@ def write_savedmodel(model: Any, plan: DecodingPlan, prefix: np.ndarray, directo
 
 def tflite_bytes(model: Any, plan: DecodingPlan, prefix: np.ndarray, quantize: str | None) -> bytes:
     """The decoding function converted by TensorFlow's TFLite converter (built-in ops only, so LiteRT runs it):
-    float32; with ``quantize="float16"`` float16 weights; with ``"int8"`` dynamic-range int8 weights."""
-    function = decoding_function(model, plan, prefix, jit_compile=False)  # the converter reads the graph, not XLA
+    float32; with ``quantize="float16"`` float16 weights; with ``"int8"`` dynamic-range int8 weights, the tied token
+    embedding stored once (``SharedTableSeam``)."""
+    seam = SharedTableSeam(model) if quantize == "int8" else TFSeam(model)
+    function = decoding_function(model, plan, prefix, jit_compile=False, seam=seam)  # the converter reads the graph
     module = _module(model, function)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], module)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]

@@ -120,7 +120,7 @@ class TFSeam:
         self, tokens: Any, cache: Any, encoder_states: Any, positions: Any, keep: tuple[int, ...] | None
     ) -> tuple[Any, Any]:
         outputs = self.model.model.decoder(
-            input_ids=tokens,
+            **self._token_inputs(tokens),
             encoder_hidden_states=encoder_states,
             past_key_values=cache,
             cache_position=positions,
@@ -130,7 +130,15 @@ class TFSeam:
         hidden = outputs.last_hidden_state  # (batch, time, d_model)
         if keep is not None:
             hidden = tf.gather(hidden, list(keep), axis=1)
-        return tf.cast(self.model.proj_out(hidden), tf.float32), outputs.past_key_values
+        return self._logits(hidden), outputs.past_key_values
+
+    def _token_inputs(self, tokens: Any) -> dict[str, Any]:
+        """The decoder's token argument (an export may look the embeddings up itself: tf/export.py)."""
+        return {"input_ids": tokens}
+
+    def _logits(self, hidden: Any) -> Any:
+        """float32 logits of the decoder's last hidden states."""
+        return tf.cast(self.model.proj_out(hidden), tf.float32)
 
     def reorder_cache(self, cache: Any, indices: tf.Tensor) -> Any:
         # Beams never move between audios, so the cross-attention pairs stay as they are.
