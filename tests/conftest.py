@@ -32,6 +32,21 @@ def load_wav(path: str | Path) -> np.ndarray:
     return pcm.astype(np.float32) / 32768.0
 
 
+def longform_pieces(seconds: int = 20) -> tuple[np.ndarray, str]:
+    """The long-form fixture (tests/fixtures/longform/longform_60s.wav) cut into ``seconds`` pieces, as log-mel
+    features (pieces, 80, 3000), and its reference text: for WERs of short-form decoding (exported artifacts decode
+    one 30 s window; 20 s pieces keep each piece's words whole enough)."""
+    from whisper_multi import WhisperFeatureExtractor
+
+    longform = FIXTURES_DIR / "longform"
+    audio = load_wav(longform / "longform_60s.wav")
+    window = seconds * SAMPLE_RATE
+    pieces = [audio[start : start + window] for start in range(0, len(audio), window)]
+    extractor = WhisperFeatureExtractor()
+    features = np.concatenate([extractor(piece, sampling_rate=SAMPLE_RATE).input_features for piece in pieces])
+    return features, (longform / "longform_60s.txt").read_text(encoding="utf-8")
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES_DIR

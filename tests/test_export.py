@@ -30,7 +30,10 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"format": "coreml"}, "format 'coreml' is not an export format; expected one of savedmodel, tflite, jax"),
+        (
+            {"format": "coreml"},
+            "format 'coreml' is not an export format; expected one of savedmodel, tflite, onnx, jax",
+        ),
         ({"format": "savedmodel", "quantize": "int8"}, "format savedmodel has no int8 quantization"),
         ({"format": "jax", "quantize": "float16"}, "format jax has no float16 quantization"),
         ({"format": "tflite", "quantize": "int4"}, "quantize='int4' is not a quantization"),
@@ -187,7 +190,18 @@ JAX_RUNNER = """
     assert not [name for name in sys.modules if name.startswith(("whisper_multi", "flax"))]
     np.save(sys.argv[3], np.stack(rows))
 """
-RUNNERS = {"savedmodel": SAVEDMODEL_RUNNER, "tflite": TFLITE_RUNNER, "jax": JAX_RUNNER}
+ONNX_RUNNER = """
+    import sys, numpy as np
+    from whisper_multi.onnx import OnnxWhisperForConditionalGeneration
+    model = OnnxWhisperForConditionalGeneration.from_pretrained(sys.argv[1])
+    features = np.load(sys.argv[2])
+    rows = [model.generate(item[None], return_dict_in_generate=True).sequences[0] for item in features]
+    frameworks = ("torch", "tensorflow", "keras", "jax", "flax")
+    assert not [name for name in sys.modules if name.split(".")[0] in frameworks]
+    pad = model.config.pad_token_id
+    np.save(sys.argv[3], np.stack([np.pad(row, (0, 448 - len(row)), constant_values=pad) for row in rows]))
+"""
+RUNNERS = {"savedmodel": SAVEDMODEL_RUNNER, "tflite": TFLITE_RUNNER, "onnx": ONNX_RUNNER, "jax": JAX_RUNNER}
 
 
 def _run_artifact(runner: str, out: Path, features: np.ndarray, tmp_path: Path) -> np.ndarray:
@@ -198,25 +212,30 @@ def _run_artifact(runner: str, out: Path, features: np.ndarray, tmp_path: Path) 
     return np.load(tmp_path / "tokens.npy")
 
 
-@pytest.mark.parametrize("format", ["savedmodel", "tflite", "jax"])
+RUNTIMES = {"tflite": "ai_edge_litert", "onnx": "onnxruntime"}  # beside the framework of the model that writes it
+
+
+@pytest.mark.parametrize("format", ["savedmodel", "tflite", "onnx", "jax"])
 def test_a_float32_artifact_gives_the_eager_models_tokens_in_a_fresh_process(
     clip_features: np.ndarray, tmp_path: Path, format: str
 ) -> None:
-    if format == "tflite":
-        pytest.importorskip("ai_edge_litert", reason='LiteRT runs TFLite files: pip install "whisper-multi[export]"')
+    if format in RUNTIMES:
+        pytest.importorskip(RUNTIMES[format], reason=f'{format} needs its runtime: pip install "whisper-multi[export]"')
     from whisper_multi.export import FORMATS, export
 
     model, processor = tiny_en(FORMATS[format].backend)
     out = export(model, tmp_path / "artifact", format, processor=processor)
     description = json.loads((out / "export.json").read_text())
-    assert description["prefix"] == [50257, 50362] and description["max_length"] == 448
+    if FORMATS[format].holds_decoding:
+        assert description["prefix"] == [50257, 50362] and description["max_length"] == 448
     for name in ("config.json", "generation_config.json", "tokenizer.json", "preprocessor_config.json"):
         assert (out / name).is_file(), name
     tokens = _run_artifact(RUNNERS[format], out, clip_features, tmp_path)
-    expected = tiny_en_eager(FORMATS[format].backend, clip_features, description["pad_token_id"])
-    assert tokens.dtype == np.int32 and tokens.shape == (len(CLIPS), 448)
+    expected = tiny_en_eager(FORMATS[format].backend, clip_features, model.config.pad_token_id)
+    assert tokens.shape == (len(CLIPS), 448)
+    assert tokens.dtype == (np.int32 if FORMATS[format].holds_decoding else np.int64)  # signature / generate's
     np.testing.assert_array_equal(tokens, expected)
-    assert (expected[:, 2:] != description["pad_token_id"]).sum(axis=1).min() > 10  # real transcripts, not empty
+    assert (expected[:, 2:] != model.config.pad_token_id).sum(axis=1).min() > 10  # real transcripts, not empty
 
 
 def test_a_failure_while_writing_leaves_no_folder_behind(tiny_en_tf, tmp_path: Path, monkeypatch) -> None:
@@ -311,4 +330,4 @@ def test_float16_and_int8_tflite_keep_the_long_form_wer_and_int8_is_smaller(tmp_
         wer[dtype], size[dtype] = word_error_rate(reference, text), artifact_size(out)
     assert wer["float32"] < 0.3  # the artifact transcribes (0.20 on this fixture with 20 s pieces)
     assert wer["float16"] <= wer["float32"] + 0.02 and wer["int8"] <= wer["float32"] + 0.02, wer
-    assert size["float16"] < 0.55 * size["float32"] and size["int8"] < 0.45 * size["float32"], size
+    assert size["float16"] < 0.55 * size["float32"] and size["int8"] <= 0.3 * size["float32"], size

@@ -1,7 +1,9 @@
-"""The three backends, defined once: what each is called, which modules hold it, and its class for each head.
+"""The backends, defined once: what each is called, which modules hold it, and its class for each head.
 
+``BACKENDS`` are the three framework models (every head, training, conversion); ``INFERENCE_BACKENDS`` adds the
+onnx backend, which transcribes (the PyTorch model's ONNX graphs run by onnxruntime) and does nothing else.
 Everything that works "for each backend" (the CLI, ``check``, the conformance suite, the benchmarks, the tests) reads
-this table instead of spelling module names. Importing this module imports no framework; ``model_class`` imports the
+these tables instead of spelling module names. Importing this module imports no framework; ``model_class`` imports the
 backend's package (and so its framework) on first use.
 """
 
@@ -37,10 +39,13 @@ class Backend:
     tensor_module: str  # the module whose ``asarray``-like function makes those tensors
     # What ``generate(compiled=None)`` does: the mode measured fastest on CPU (benchmarks/results.md, "compiled").
     compiled_by_default: bool
+    heads: tuple[str, ...] = tuple(HEADS)  # the heads it has a class for
 
     def class_name(self, head: str = "conditional_generation") -> str:
         if head not in HEADS:
             raise BackendError(f"head={head!r} is not a Whisper head; expected one of {', '.join(HEADS)}")
+        if head not in self.heads:
+            raise BackendError(f"backend {self.key!r} has no {head} model; it has {', '.join(self.heads)}")
         return self.class_prefix + HEADS[head]
 
     def available(self) -> bool:
@@ -74,12 +79,17 @@ BACKENDS: dict[str, Backend] = {
         Backend("flax", "Flax", "whisper_multi.flax", ("jax", "flax"), "flax", "Flax", "jax", "jax.numpy", True),
     )
 }
+ONNX = Backend(
+    "onnx", "ONNX Runtime", "whisper_multi.onnx", ("onnxruntime",), "export", "Onnx", "np", "numpy", False,
+    heads=("conditional_generation",),
+)  # fmt: skip
+INFERENCE_BACKENDS: dict[str, Backend] = {**BACKENDS, ONNX.key: ONNX}
 
 
 def backend(key: str) -> Backend:
-    if key not in BACKENDS:
-        raise BackendError(f"backend {key!r} is not one of {', '.join(BACKENDS)}; pick one of those")
-    return BACKENDS[key]
+    if key not in INFERENCE_BACKENDS:
+        raise BackendError(f"backend {key!r} is not one of {', '.join(INFERENCE_BACKENDS)}; pick one of those")
+    return INFERENCE_BACKENDS[key]
 
 
 def model_class(key: str, head: str = "conditional_generation") -> Any:
@@ -90,7 +100,7 @@ def model_class(key: str, head: str = "conditional_generation") -> Any:
 def backend_of(model: Any) -> Backend:
     """The backend whose package defines ``model``'s class."""
     module = type(model).__module__
-    for candidate in BACKENDS.values():
+    for candidate in INFERENCE_BACKENDS.values():
         if module == candidate.package or module.startswith(candidate.package + "."):
             return candidate
     raise BackendError(

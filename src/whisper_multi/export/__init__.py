@@ -1,9 +1,10 @@
-"""Deployable artifacts that run the whole greedy decoding: ``export(model, out, format=...)``.
+"""Deployable artifacts: ``export(model, out, format=...)``.
 
-The formats (``formats.FORMATS``): a TensorFlow SavedModel and a TFLite file from the TF model, ``jax.export`` bytes
-from the Flax model. The decoding they run is the core's (``plan.export_plan``,
-``decoding.search``), traced into the artifact by the backend's ``export`` module; OUT also holds the config,
-generation config, tokenizer and preprocessor files, and ``export.json`` (what was exported and how to call it).
+The formats (``formats.FORMATS``): a TensorFlow SavedModel and a TFLite file from the TF model and ``jax.export``
+bytes from the Flax model run the whole greedy decoding, the core's (``plan.export_plan``, ``decoding.search``),
+traced into the artifact by the backend's ``export`` module; ONNX graphs from the PyTorch model are decoded by the
+onnx backend (``whisper_multi.onnx``). OUT also holds the config, generation config, tokenizer and preprocessor
+files, and ``export.json`` (what was exported and how to call it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from whisper_multi.backends import BACKENDS, backend_of
+from whisper_multi.decoding.generate import generation_config_of
 from whisper_multi.errors import InputError
 from whisper_multi.export.folder import folder_bytes, staged
 from whisper_multi.export.formats import FORMATS, QUANTIZATIONS, ExportFormat
@@ -30,13 +32,12 @@ def export(model: Any, out: str | os.PathLike[str], format: str, *, processor: A
     tokenizer and feature extractor files are written beside the artifact (the CLI passes the checkpoint's)."""
     chosen = ExportOptions(format=format, **options)
     _check_backend(model, chosen.spec)
-    plan, prefix = export_plan(model, chosen)
+    plan, prefix = export_plan(model, chosen) if chosen.spec.holds_decoding else (None, None)
     destination = Path(out)
     with staged(destination) as staging:
         BACKENDS[chosen.spec.backend].module("export").write(model, plan, prefix, chosen, staging)
         model.config.save_pretrained(staging)
-        if getattr(model, "generation_config", None) is not None:
-            model.generation_config.save_pretrained(staging)
+        generation_config_of(model).save_pretrained(staging)
         if processor is not None:
             processor.save_pretrained(staging)
         description = json.dumps(_description(chosen, plan, prefix), indent=2) + "\n"
@@ -55,6 +56,14 @@ def _check_backend(model: Any, spec: ExportFormat) -> None:
 
 
 def _description(options: ExportOptions, plan: Any, prefix: Any) -> dict[str, Any]:
+    if plan is None:
+        spec = options.spec
+        return {
+            "format": spec.name,
+            "quantize": options.quantize or "float32",
+            "files": spec.artifact,
+            "runtime": spec.runtime,
+        }
     return {
         "format": options.format,
         "quantize": options.quantize or "float32",

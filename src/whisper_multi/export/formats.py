@@ -1,5 +1,6 @@
-"""The export formats, defined once: which backend's model writes each, what OUT holds, which quantizations it has.
-(ONNX from the PyTorch model, run by onnxruntime, is to come; it will be one more row here.)"""
+"""The export formats, defined once: which backend's model writes each, what OUT holds, which quantizations it has,
+and whether the decoding is in the artifact (savedmodel, tflite, jax: one greedy decoding for a fixed prefix) or run
+beside it (onnx: the model's graphs, decoded by the onnx backend with every option of ``generate``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class ExportFormat:
     artifact: str  # what OUT holds beside the config, tokenizer and preprocessor files
     runtime: str  # what runs it, for messages and docs
     quantizations: tuple[str, ...]  # the --quantize values it takes; float32 is always there
+    holds_decoding: bool = True  # False: graphs of the model; language, task and length are chosen when it runs
 
     @property
     def framework(self) -> str:
@@ -26,6 +28,14 @@ FORMATS: dict[str, ExportFormat] = {
     for spec in (
         ExportFormat("savedmodel", "tf", "a SavedModel folder (saved_model.pb, variables/)", "tf.saved_model.load", ()),
         ExportFormat("tflite", "tf", "model.tflite", "the ai-edge-litert interpreter", ("int8", "float16")),
+        ExportFormat(
+            "onnx",
+            "pt",
+            "encoder.onnx and decoder.onnx",
+            "the onnx backend (onnxruntime)",
+            ("int8",),
+            holds_decoding=False,
+        ),
         ExportFormat("jax", "flax", "model.jax (jax.export's serialized Exported)", "jax.export.deserialize", ()),
     )
 }

@@ -38,6 +38,23 @@ class ExportOptions:
             raise InputError(f"max_new_tokens={self.max_new_tokens}; expected a positive number of tokens")
         if self.batch_size < 1:
             raise InputError(f"batch_size={self.batch_size}; expected a positive batch size")
+        if not spec.holds_decoding and self.decoding_options():
+            raise InputError(
+                f"format {spec.name} holds the model's graphs, not one decoding; drop "
+                f"{', '.join(self.decoding_options())}: the onnx backend takes them when it runs (transcribe "
+                "--backend onnx --language ..., or generate(language=...))"
+            )
+
+    def decoding_options(self) -> list[str]:
+        """The options given that fix the artifact's decoding, by name."""
+        given = {
+            "max_new_tokens": self.max_new_tokens is not None,
+            "language": self.language is not None,
+            "task": self.task is not None,
+            "timestamps": self.timestamps,
+            "batch_size": self.batch_size != 1,
+        }
+        return [name for name, is_given in given.items() if is_given]
 
     @property
     def spec(self) -> ExportFormat:

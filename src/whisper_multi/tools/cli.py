@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from whisper_multi import __version__
-from whisper_multi.backends import BACKENDS
+from whisper_multi.backends import BACKENDS, INFERENCE_BACKENDS
 from whisper_multi.errors import ModelNotAvailableError, WhisperMultiError
 from whisper_multi.tools.export_command import add_export_parser
 from whisper_multi.tools.finetune_command import add_finetune_parser
+
+BACKEND_HELP = "framework (default pt); onnx runs the graphs of an ONNX export (--format onnx) with onnxruntime: MODEL is its folder"
 
 
 def _config_command(args: argparse.Namespace) -> int:
@@ -370,7 +372,7 @@ def _add_transcribe_parser(commands: argparse._SubParsersAction) -> None:
         "--model", metavar="MODEL",
         help=f"checkpoint directory, installed model package or Hub name (default: the embedded {DEFAULT_MODEL}, tiny.en)",
     )  # fmt: skip
-    transcribe.add_argument("--backend", choices=list(BACKENDS), default="pt", help="framework (default pt)")
+    transcribe.add_argument("--backend", choices=list(INFERENCE_BACKENDS), default="pt", help=BACKEND_HELP)
     transcribe.add_argument(
         "--language", help='spoken language: name, code or token ("English", "en", "<|en|>"; default: detected, '
         "English for .en models)",
@@ -468,7 +470,7 @@ def _add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         help="checkpoint directory, installed model package or Hub name (openai/whisper-tiny.en)",
     )
     evaluate.add_argument("data", metavar="DATA", help="audiofolder, or a folder written by Dataset.save_to_disk")
-    evaluate.add_argument("--backend", choices=list(BACKENDS), default="pt", help="framework (default pt)")
+    evaluate.add_argument("--backend", choices=list(INFERENCE_BACKENDS), default="pt", help=BACKEND_HELP)
     evaluate.add_argument(
         "--batch-size", type=int, default=1,
         help="above 1: each recording cut at pauses, this many windows decoded at a time (transcribe's --batch-size)",

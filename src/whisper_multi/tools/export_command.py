@@ -1,4 +1,4 @@
-"""``whisper-multi export``: a deployable artifact of the whole greedy decoding (``whisper_multi.export``)."""
+"""``whisper-multi export``: a deployable artifact (``whisper_multi.export``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from whisper_multi.errors import WhisperMultiError
 DESCRIPTION = (
     "Write MODEL as one artifact that runs the encoder and the whole greedy decoding: a TensorFlow SavedModel, a "
     "TFLite file (float32, float16 weights or dynamic-range int8) or jax.export "
-    "bytes. OUT is a new folder holding the artifact beside the config, tokenizer and preprocessor files; it "
-    "appears only once complete. The decoder prefix (language, task, timestamps) is fixed in the artifact.\n\n"
+    "bytes; the decoder prefix (language, task, timestamps) is fixed in the artifact. Or, with --format onnx, as "
+    "the PyTorch model's encoder and decoder graphs (float32 or int8) for the onnx backend (transcribe --backend "
+    "onnx --model OUT), which takes the decoding options when it runs. OUT is a new folder holding the artifact "
+    "beside the config, tokenizer and preprocessor files; it appears only once complete.\n\n"
     "exit status: 0 written; 1 a bad argument, an OUT that exists or cannot be written, or a model that cannot be "
     "had (one line on stderr, nothing left behind); 130 interrupted."
 )
@@ -25,7 +27,7 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
 
     parser = commands.add_parser(
         "export",
-        help="write a SavedModel, TFLite or jax.export artifact that decodes",
+        help="write a SavedModel, TFLite, ONNX or jax.export artifact",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
