@@ -41,7 +41,9 @@ SOURCES = ("direct", *FORMATS)
 FORMAT_GROUPS = ("weights", "e2e")
 QUICK_CONFIGS = ("tiny", "odd", "large-v3-shape", "tiny.en", "base")
 QUICK_REAL_SOURCES = ("direct", "canonical", "ct2")  # --quick: the real checkpoint's own format and ours
-QUICK_TRAINING_CONFIGS = ("tiny", "tiny.en")  # --quick trains on one random and one real config (each compiles)
+# --quick's configs for the costly groups: training (one random and one real config; each compiles its step) and
+# export (four artifacts written and compiled; tests/test_export.py checks the real tiny.en's).
+QUICK_GROUP_CONFIGS = {"training": ("tiny", "tiny.en"), "export": ("tiny",)}
 
 
 # --- one config's weights and inputs --------------------------------------------------------------------------------
@@ -86,9 +88,9 @@ class Selection:
     quick: bool = False
 
     def groups_for(self, spec: ConfigSpec) -> list[str]:
-        if self.quick and spec.name not in QUICK_TRAINING_CONFIGS:
-            return [group for group in self.groups if group != "training"]
-        return list(self.groups)
+        if not self.quick:
+            return list(self.groups)
+        return [group for group in self.groups if spec.name in QUICK_GROUP_CONFIGS.get(group, (spec.name,))]
 
     def sources_for(self, spec: ConfigSpec) -> list[str]:
         if self.quick and spec.real:

@@ -13,6 +13,7 @@ import numpy as np
 
 from whisper_multi.configuration import WhisperConfig
 from whisper_multi.tools.check.cached import cached
+from whisper_multi.tools.check.export import EXPORT_STAGES, exports
 from whisper_multi.tools.check.float64 import float64
 from whisper_multi.tools.check.frameworks import MEL_TENSOR_TYPES, native_layout, pairs, to_numpy
 from whisper_multi.tools.check.gradients import gradients
@@ -212,6 +213,7 @@ GROUPS: dict[str, StageGroup] = {
     "training": StageGroup(("training_losses", "training_weights"), training),
     "classification": StageGroup(("classification_logits",), classification),
     "generation": StageGroup(tuple(GENERATION_SETTINGS), generation),
+    "export": StageGroup(EXPORT_STAGES, exports),
 }
 STAGE_GROUPS: tuple[str, ...] = tuple(GROUPS)
 STAGES: dict[str, tuple[str, ...]] = {name: group.stages for name, group in GROUPS.items()}
