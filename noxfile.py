@@ -37,7 +37,8 @@ def _install_torch_first(session: nox.Session) -> None:
 
 
 def _pytest(session: nox.Session, *paths: str) -> None:
-    session.run("pytest", "-q", "-ra", *paths, *session.posargs)
+    # The slowest tests are listed so the CI time budget (README) can be watched.
+    session.run("pytest", "-q", "-ra", "--durations=25", *paths, *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -3,7 +3,8 @@ CTranslate2 (faster-whisper) in float32 and int8 on the same tiny.en weights.
 
 An artifact is written once by ``whisper-multi export`` of the embedded tiny.en (cached in
 ``$WHISPER_MULTI_BENCH_CACHE``) and run in the measured process by its runtime alone: ``tf.saved_model.load`` for
-savedmodel, LiteRT's signature runner for tflite, ``jax.export.deserialize`` for jax. The input is the clip's
+savedmodel, LiteRT's signature runner for tflite, ``jax.export.deserialize`` for jax, and for onnx the onnx backend
+(onnxruntime sessions of the encoder and decoder graphs under the core's greedy decoding). The input is the clip's
 log-mel padded to 30 s (1, 80, 3000); the artifact runs the encoder and the whole greedy decoding (448 positions at
 most). faster-whisper runs the same features through ``encode`` + greedy ``generate_with_fallback`` (bench_generation)
 with ``compute_type`` float32, and int8 for the quantized artifacts. Sizes: the artifact folder's bytes against the
@@ -32,7 +33,10 @@ from benchmarks.harness import (
     speech_features,
 )
 
-ARTIFACTS = (("savedmodel", None), ("tflite", None), ("tflite", "float16"), ("tflite", "int8"), ("jax", None))
+ARTIFACTS = (
+    ("savedmodel", None), ("tflite", None), ("tflite", "float16"), ("tflite", "int8"), ("onnx", None), ("onnx", "int8"),
+    ("jax", None),
+)  # fmt: skip
 SMOKE_TOKENS = 4  # smoke runs export artifacts that stop after a few tokens
 
 
@@ -47,7 +51,8 @@ def _artifact(format: str, quantize: str | None, settings: Settings) -> Path:
     if not (out / "export.json").exists():
         command = [ours_python(), "-m", "whisper_multi", "export", str(model_dir()), str(out), "--format", format]
         command += ["--quantize", quantize] if quantize else []
-        command += ["--max-new-tokens", str(SMOKE_TOKENS)] if settings.smoke else []
+        # onnx holds no decoding: its runner stops early instead (_runner).
+        command += ["--max-new-tokens", str(SMOKE_TOKENS)] if settings.smoke and format != "onnx" else []
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no output"])[-1][:300]
@@ -55,10 +60,18 @@ def _artifact(format: str, quantize: str | None, settings: Settings) -> Path:
     return out
 
 
-def _runner(format: str, out: Path) -> Callable[[object], object]:
+def _runner(format: str, out: Path, settings: Settings) -> Callable[[object], object]:
     """``features -> sequences`` of the artifact, through its runtime only."""
     import numpy as np
 
+    if format == "onnx":
+        try:
+            from whisper_multi.onnx import OnnxWhisperForConditionalGeneration
+        except ImportError as error:
+            raise Unavailable(f"onnxruntime is not installed: {error}") from error
+        model = OnnxWhisperForConditionalGeneration.from_pretrained(out)
+        tokens = {"max_new_tokens": SMOKE_TOKENS} if settings.smoke else {}
+        return lambda features: model.generate(features, return_dict_in_generate=True, **tokens).sequences
     if format == "savedmodel":
         import tensorflow as tf
 
@@ -78,7 +91,7 @@ def _runner(format: str, out: Path) -> Callable[[object], object]:
 
 
 def _ours_time(format: str, quantize: str | None, settings: Settings) -> Callable[[], object]:
-    run = _runner(format, _artifact(format, quantize, settings))
+    run = _runner(format, _artifact(format, quantize, settings), settings)
     features = speech_features(1)
     return lambda: run(features)
 
