@@ -212,9 +212,6 @@ def _run_artifact(runner: str, out: Path, features: np.ndarray, tmp_path: Path) 
     return np.load(tmp_path / "tokens.npy")
 
 
-RUNTIMES = {"tflite": "ai_edge_litert", "onnx": "onnxruntime"}  # beside the framework of the model that writes it
-
-
 @pytest.fixture(scope="module")
 def float32_artifact(tmp_path_factory: pytest.TempPathFactory):
     """format -> tiny.en's float32 artifact of that format, exported on first use (shared by the tests below)."""
@@ -235,9 +232,11 @@ def float32_artifact(tmp_path_factory: pytest.TempPathFactory):
 def test_a_float32_artifact_gives_the_eager_models_tokens_in_a_fresh_process(
     clip_features: np.ndarray, tmp_path: Path, format: str, float32_artifact
 ) -> None:
-    if format in RUNTIMES:
-        pytest.importorskip(RUNTIMES[format], reason=f'{format} needs its runtime: pip install "whisper-multi[export]"')
     from whisper_multi.export import FORMATS
+
+    runtime = FORMATS[format].runtime_module
+    if runtime is not None:
+        pytest.importorskip(runtime, reason=f'{format} needs its runtime: pip install "whisper-multi[export]"')
 
     model, _ = tiny_en(FORMATS[format].backend)
     out = float32_artifact(format)

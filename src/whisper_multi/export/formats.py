@@ -17,6 +17,7 @@ class ExportFormat:
     runtime: str  # what runs it, for messages and docs
     quantizations: tuple[str, ...]  # the --quantize values it takes; float32 is always there
     holds_decoding: bool = True  # False: graphs of the model; language, task and length are chosen when it runs
+    runtime_module: str | None = None  # what runs it beside the writing model's framework, when that is another
 
     @property
     def framework(self) -> str:
@@ -27,7 +28,14 @@ FORMATS: dict[str, ExportFormat] = {
     spec.name: spec
     for spec in (
         ExportFormat("savedmodel", "tf", "a SavedModel folder (saved_model.pb, variables/)", "tf.saved_model.load", ()),
-        ExportFormat("tflite", "tf", "model.tflite", "the ai-edge-litert interpreter", ("int8", "float16")),
+        ExportFormat(
+            "tflite",
+            "tf",
+            "model.tflite",
+            "the ai-edge-litert interpreter",
+            ("int8", "float16"),
+            runtime_module="ai_edge_litert",
+        ),
         ExportFormat(
             "onnx",
             "pt",
@@ -35,6 +43,7 @@ FORMATS: dict[str, ExportFormat] = {
             "the onnx backend (onnxruntime)",
             ("int8",),
             holds_decoding=False,
+            runtime_module="onnxruntime",
         ),
         ExportFormat("jax", "flax", "model.jax (jax.export's serialized Exported)", "jax.export.deserialize", ()),
     )

@@ -22,7 +22,6 @@ from whisper_multi.tools.check.rows import ERROR, SKIPPED, token_differences
 from whisper_multi.tools.check.run import Run
 
 EXPORT_STAGES = tuple(f"export_{name}" for name in FORMATS)
-RUNTIME_MODULES = {"tflite": "ai_edge_litert", "onnx": "onnxruntime"}  # beside the writing model's framework
 
 
 def exports(run: Run) -> None:
@@ -32,7 +31,7 @@ def exports(run: Run) -> None:
         for name, spec in FORMATS.items():
             stage, pair = f"export_{name}", f"{name}-{spec.backend}"
             blocked = run.blocked([spec.backend])
-            runtime = RUNTIME_MODULES.get(name)
+            runtime = spec.runtime_module
             if blocked:
                 run.unavailable(stage, pair, *blocked)
             elif runtime is not None and importlib.util.find_spec(runtime) is None:
